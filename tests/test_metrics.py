@@ -1,0 +1,213 @@
+"""Metrics against the golden vectors (golden README §5) plus hand-checked cases."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plus.tasks import metrics as m
+
+GOLDEN = Path(__file__).parent / "golden"
+N_TM = 8
+
+
+def _golden(name):
+    return np.load(GOLDEN / f"{name}_vectors.npz"), json.loads((GOLDEN / f"{name}_metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tm():
+    return _golden("transmembrane")
+
+
+@pytest.fixture(scope="module")
+def hom():
+    return _golden("homology_eval")
+
+
+@pytest.fixture(scope="module")
+def ss():
+    return _golden("secstr_eval")
+
+
+# --- transmembrane -----------------------------------------------------------------------------------------
+
+
+def test_tm_grammar_matches_golden(tm):
+    vec, _ = tm
+    grammar = m.tm_grammar()
+    for key in ("start", "end", "trans", "emit"):
+        np.testing.assert_allclose(getattr(grammar, key), vec[f"grammar_{key}"], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(grammar.mapping, vec["grammar_mapping"])
+
+
+@pytest.mark.parametrize("k", range(N_TM))
+def test_viterbi_paths_and_scores(tm, k):
+    vec, _ = tm
+    path, score = m.viterbi_decode(m.log_softmax(vec[f"logits_{k}"]))
+    np.testing.assert_array_equal(path, vec[f"decoded_{k}"])
+    assert score == pytest.approx(vec["viterbi_scores"][k], abs=1e-6)
+    path64, _ = m.viterbi_decode(m.log_softmax(vec[f"logits_{k}"].astype(np.float64)))
+    np.testing.assert_array_equal(path64, vec[f"decoded_{k}"])
+
+
+def test_tm_regions_of_golden_proteins(tm):
+    vec, ref = tm
+    for k, protein in enumerate(ref["per_protein"]):
+        true_regions = m.tm_regions(vec[f"true_{k}"])
+        pred_regions = m.tm_regions(vec[f"decoded_{k}"])
+        assert [list(r) for r in true_regions] == protein["true_regions_ref"]
+        assert [list(r) for r in pred_regions] == protein["decoded_regions_ref"]
+        assert int(m.tm_protein_correct(pred_regions, true_regions)) == protein["protein_correct"]
+        assert len(vec[f"true_{k}"]) == protein["length"]
+        argmax = vec[f"logits_{k}"].argmax(axis=1)
+        assert int(np.sum(argmax == vec[f"true_{k}"])) == protein["argmax_correct_residues"]
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_tm_region_cases(tm, case):
+    c = tm[1]["region_cases"][case]
+    pred, true = m.tm_regions(c["pred"]), m.tm_regions(c["true"])
+    assert [list(r) for r in pred] == c["pred_regions"]
+    assert [list(r) for r in true] == c["true_regions"]
+    assert int(m.tm_protein_correct(pred, true)) == c["is_correct"]
+
+
+def test_transmembrane_metrics(tm):
+    vec, ref = tm
+    logits, labels = [vec[f"logits_{k}"] for k in range(N_TM)], [vec[f"true_{k}"] for k in range(N_TM)]
+    out = m.transmembrane_metrics(logits, labels)
+    assert out["n_residues"] == ref["n_residues"] == 640
+    assert out["correct_residues"] == ref["correct_residues"] == 461
+    assert out["acc"] == pytest.approx(ref["acc"], abs=1e-6)
+    assert out["acc_p"] == pytest.approx(ref["acc_p"], abs=1e-6)
+    assert out["avg_loss_ce"] == pytest.approx(ref["avg_loss_ce"], abs=1e-6)
+    assert [int(v) for v in out["protein_correct"]] == [p["protein_correct"] for p in ref["per_protein"]]
+
+
+def test_tm_regions_helix_at_residue_zero():
+    labels = "MMMMMMIIIIIMMMMMMOOM"
+    assert m.tm_regions(labels, reference=True) == []
+    assert m.tm_regions(labels, reference=False) == [(0, 6), (11, 17), (19, 20)]
+    assert m.tm_regions("IMMMMMMO", reference=True) == m.tm_regions("IMMMMMMO", reference=False) == [(1, 7)]
+
+
+def test_tm_corrected_overlap_rule(tm):
+    c = tm[1]["region_cases"][9]  # identical prediction with a 1-residue helix: wrong in the reference
+    pred, true = m.tm_regions(c["pred"], reference=False), m.tm_regions(c["true"], reference=False)
+    assert not m.tm_protein_correct(pred, true, reference=True)
+    assert m.tm_protein_correct(pred, true, reference=False)
+    assert not m.tm_protein_correct([(0, 3)], [(3, 6)], reference=False)  # adjacent, no overlap
+    assert not m.tm_protein_correct([(0, 21)], [(17, 40)], reference=False)  # overlap 4 < 5
+
+
+# --- homology ----------------------------------------------------------------------------------------------
+
+
+def test_level_probs_and_expected_level(hom):
+    vec, _ = hom
+    logits = vec["ordinal_logits"]
+    np.testing.assert_allclose(m.level_probs_from_logits(logits), vec["level_probs"], atol=1e-6)
+    np.testing.assert_allclose(m.expected_level(logits), vec["expected_level"], atol=1e-6)
+
+
+def test_fit_level_cutoffs_and_predicted_levels(hom):
+    vec, ref = hom
+    cutoffs = m.fit_level_cutoffs(vec["expected_level"], vec["true_levels"])
+    np.testing.assert_array_equal(cutoffs, vec["thresholds"])
+    assert cutoffs[1:].tolist() == pytest.approx(ref["thresholds_1_to_4"], abs=1e-6)
+    np.testing.assert_array_equal(m.predict_levels(vec["expected_level"], cutoffs), vec["pred_levels"])
+    ours = m.fit_level_cutoffs(m.expected_level(vec["ordinal_logits"]), vec["true_levels"])
+    np.testing.assert_allclose(ours, vec["thresholds"], atol=1e-6)
+
+
+def test_homology_metrics(hom):
+    vec, ref = hom
+    out = m.homology_metrics(vec["ordinal_logits"], vec["true_levels"])
+    assert out["correct"] == ref["correct"] == 150 and out["n"] == ref["N"]
+    assert out["argmax_correct"] == ref["argmax_correct"] == 111
+    for key in ("acc", "r", "rho", "aupr_cl", "aupr_fo", "aupr_sf", "aupr_fa", "bce_loss"):
+        assert out[key] == pytest.approx(ref[key], abs=1e-6), key
+    np.testing.assert_allclose(out["cutoffs"], vec["thresholds"], atol=1e-6)
+
+
+def test_homology_metrics_with_given_cutoffs(hom):
+    vec, _ = hom
+    scores, levels = vec["expected_level"], vec["true_levels"]
+    dev_cutoffs = m.fit_level_cutoffs(scores[:100], levels[:100])
+    out = m.homology_metrics_from_scores(scores[100:], levels[100:], cutoffs=dev_cutoffs)
+    assert out["cutoffs"] == dev_cutoffs.tolist()
+    assert out["acc"] == np.mean(m.predict_levels(scores[100:], dev_cutoffs) == levels[100:])
+    fitted = m.homology_metrics_from_scores(scores[100:], levels[100:])
+    assert fitted["acc"] >= out["acc"]  # fitting on the evaluated set is optimistic (B6)
+
+
+def test_homology_non_finite_scores_dropped_for_correlations(hom):
+    vec, _ = hom
+    scores = vec["expected_level"].astype(np.float64)
+    scores[:10] = -np.inf
+    out = m.homology_metrics_from_scores(scores, vec["true_levels"])
+    finite = m.homology_metrics_from_scores(scores[10:], vec["true_levels"][10:])
+    for key in ("r", "rho", "aupr_cl", "aupr_fa"):
+        assert out[key] == finite[key]
+    assert out["n"] == 200
+
+
+def test_fit_binary_cutoff_takes_first_maximiser():
+    # accuracies for i = 0..4: 2, 3, 2, 3, 2 -> first maximiser i = 1 -> cut-off at the smallest score
+    cutoffs = m.fit_level_cutoffs(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0, 1, 0, 1]), n_levels=2)
+    assert cutoffs.tolist() == [-np.inf, 0.1]
+    all_pos = m.fit_level_cutoffs(np.array([0.1, 0.2]), np.array([1, 1]), n_levels=2)
+    assert all_pos.tolist() == [-np.inf, -np.inf]
+
+
+# --- secondary structure -----------------------------------------------------------------------------------
+
+
+def test_secstr_metrics(ss):
+    vec, ref = ss
+    out = m.secstr_metrics([vec[f"logits_{k}"] for k in range(4)], [vec[f"labels_{k}"] for k in range(4)])
+    assert (out["n"], out["correct8"], out["correct3"]) == (ref["n"], ref["correct8"], ref["correct3"])
+    assert out["acc8"] == pytest.approx(ref["acc8"], abs=1e-6)
+    assert out["acc3"] == pytest.approx(ref["acc3"], abs=1e-6)
+    assert m.SS8_TO_SS3.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+
+
+# --- generic -----------------------------------------------------------------------------------------------
+
+
+def test_mcc_textbook():
+    true = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
+    pred = np.array([1, 1, 1, 0, 0, 1, 0, 0, 0, 0])  # tp 3, fn 2, fp 1, tn 4
+    assert m.mcc(pred, true) == pytest.approx((3 * 4 - 1 * 2) / np.sqrt(4 * 5 * 5 * 6), abs=1e-12)
+    assert m.mcc(np.ones(4), np.array([0, 1, 0, 1])) == 0.0
+
+
+def test_classification_and_regression_metrics():
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
+    out = m.classification_metrics(logits, np.array([0, 1, 1, 1]), n_classes=2)
+    assert out["acc"] == 0.75
+    assert out["mcc"] == pytest.approx(1 / np.sqrt(3), abs=1e-12)
+    assert "mcc" not in m.classification_metrics(np.eye(3), np.arange(3), n_classes=3)
+    with pytest.raises(ValueError):
+        m.classification_metrics(np.eye(3), np.arange(3), n_classes=2)
+    reg = m.regression_metrics(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 3.0, 2.0, 4.0]))
+    assert reg == pytest.approx({"spearman": 0.8, "pearson": 0.8, "mse": 0.5})
+
+
+def test_bootstrap_ci(hom):
+    vec, _ = hom
+    scores, levels = vec["expected_level"], vec["true_levels"]
+    point = m.spearman(scores, levels)
+    low, high = m.bootstrap_ci(m.spearman, scores, levels, n=200, seed=0)
+    assert low < point < high
+    assert m.bootstrap_ci(m.spearman, scores, levels, n=200, seed=0) == (low, high)
+    assert m.bootstrap_ci(m.spearman, scores, levels, n=200, seed=1) != (low, high)
+
+
+def test_bootstrap_ci_over_proteins(ss):
+    vec, ref = ss
+    logits, labels = [vec[f"logits_{k}"] for k in range(4)], [vec[f"labels_{k}"] for k in range(4)]
+    low, high = m.bootstrap_ci(lambda a, b: m.secstr_metrics(a, b)["acc8"], logits, labels, n=100, seed=3)
+    assert low <= ref["acc8"] <= high
