@@ -1,0 +1,126 @@
+"""`plus tables`, `plus tables-summary`, `plus tables-pretraining`, `plus plot ...`, `plus provenance`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from plus.io import InputError
+
+
+def _pairs(items, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"{flag}: expected KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _task_tables(items) -> dict[str, str]:
+    """TASK=CSV, or a CSV whose file stem is the task (results/tables/secstr.csv)."""
+    from plus.report.tables import HEADLINE
+
+    out = {}
+    for item in items:
+        task, sep, path = item.partition("=")
+        if not sep:
+            task, path = Path(item).stem, item
+        if task not in HEADLINE:
+            raise InputError(f"--tables {item!r}: unknown task {task!r} ({sorted(HEADLINE)}); use TASK=CSV")
+        out[task] = path
+    return out
+
+
+def add_parser(subparsers) -> None:
+    """Register the report subcommands on an argparse subparsers object (each sets func=run)."""
+    p = subparsers.add_parser("tables", help="paper-style table of one task from run metrics.json files")
+    p.add_argument("--task", required=True)
+    p.add_argument("--runs", nargs="*", default=[], help="fine-tuning metrics.json files that exist")
+    p.add_argument("--expected", nargs="*", default=[], help="every metrics.json the config expects")
+    p.add_argument("--baselines", nargs="*", default=[], help="trivial/phmmer baseline metrics.json files")
+    p.add_argument("--published", nargs="*", default=[], help="published-number CSVs")
+    p.add_argument("--test-set-map", nargs="*", default=[], metavar="KEY=LABEL",
+                   help="our test-set key = published test_set label")
+    p.add_argument("--model-label", nargs="*", default=[], metavar="MODEL[/ABLATION]=LABEL",
+                   help="our model (ablation) = published model label")
+    p.add_argument("--title")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=run, report_command="tables")
+
+    p = subparsers.add_parser("tables-summary", help="seven-task summary table from the task tables")
+    p.add_argument("--tables", nargs="+", required=True, metavar="[TASK=]CSV",
+                   help="task tables from `plus tables`; TASK defaults to the file stem")
+    p.add_argument("--title")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=run, report_command="tables-summary")
+
+    p = subparsers.add_parser("tables-pretraining", help="MLM/SFP accuracy table from pre-training runs")
+    p.add_argument("--runs", nargs="*", default=[])
+    p.add_argument("--expected", nargs="*", default=[])
+    p.add_argument("--published", nargs="*", default=[])
+    p.add_argument("--test-set-map", nargs="*", default=[], metavar="KEY=LABEL")
+    p.add_argument("--model-label", nargs="*", default=[], metavar="MODEL[/ABLATION]=LABEL")
+    p.add_argument("--title")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=run, report_command="tables-pretraining")
+
+    p = subparsers.add_parser("plot", help="figures (PNG + SVG)")
+    kinds = p.add_subparsers(dest="plot_kind", required=True)
+    k = kinds.add_parser("ablation", help="per-task ablation bars with seeds as points")
+    k.add_argument("--task", required=True)
+    k.add_argument("--runs", nargs="+", required=True)
+    k.add_argument("--metrics", nargs="*")
+    k = kinds.add_parser("pretrain-curves", help="loss, MLM and SFP accuracy vs step")
+    k.add_argument("--curves", nargs="+", required=True)
+    k = kinds.add_parser("finetune-curves", help="train/dev loss vs epoch of one task")
+    k.add_argument("--task", required=True)
+    k.add_argument("--curves", nargs="+", required=True)
+    k = kinds.add_parser("embeddings", help="2-D PCA of pooled embeddings coloured by SCOP class")
+    k.add_argument("--npz", required=True)
+    k.add_argument("--title")
+    for k in kinds.choices.values():
+        k.add_argument("--out-png", required=True)
+        k.add_argument("--out-svg", required=True)
+        k.set_defaults(func=run, report_command="plot")
+
+    p = subparsers.add_parser("provenance", help="merge every run's provenance into one JSON (and CSV)")
+    p.add_argument("--runs", nargs="+", required=True, help="metrics.json or run_info.json files")
+    p.add_argument("--out", required=True)
+    p.add_argument("--out-csv")
+    p.set_defaults(func=run, report_command="provenance")
+
+
+def run(args: argparse.Namespace) -> None:
+    from plus.report import plots, provenance, tables
+
+    cmd = args.report_command
+    if cmd == "tables":
+        df = tables.build_task_table(args.task, args.runs, args.baselines, args.published,
+                                     _pairs(args.test_set_map, "--test-set-map"),
+                                     _pairs(args.model_label, "--model-label"), expected_runs=args.expected)
+        tables.write_table(df, args.out_csv, args.out_md, args.title or f"{args.task}")
+    elif cmd == "tables-summary":
+        df = tables.build_summary_table(_task_tables(args.tables))
+        tables.write_table(df, args.out_csv, args.out_md, args.title or "Seven-task summary")
+    elif cmd == "tables-pretraining":
+        df = tables.build_pretraining_table(args.runs, args.expected, args.published,
+                                            _pairs(args.test_set_map, "--test-set-map"),
+                                            _pairs(args.model_label, "--model-label"))
+        tables.write_table(df, args.out_csv, args.out_md, args.title or "Pre-training")
+    elif cmd == "plot" and args.plot_kind == "ablation":
+        plots.plot_ablation(args.task, args.runs, args.out_png, args.out_svg, args.metrics or None)
+    elif cmd == "plot" and args.plot_kind == "pretrain-curves":
+        plots.plot_pretrain_curves(args.curves, args.out_png, args.out_svg)
+    elif cmd == "plot" and args.plot_kind == "finetune-curves":
+        plots.plot_finetune_curves(args.task, args.curves, args.out_png, args.out_svg)
+    elif cmd == "plot" and args.plot_kind == "embeddings":
+        plots.plot_embeddings(args.npz, args.out_png, args.out_svg, args.title)
+    elif cmd == "provenance":
+        provenance.merge_provenance(args.runs, args.out, args.out_csv)
+    else:
+        raise InputError(f"unknown report command {cmd!r}")
