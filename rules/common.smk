@@ -1,0 +1,308 @@
+import glob
+import json
+import re
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+TASKS = list(config["tasks"])
+SEEDS = [int(s) for s in config["seeds"]]
+ABLATIONS = ["plus", "mlm_only", "sfp_only", "none", "corrected"]
+
+
+def _check_experiments():
+    """Every experiment names a defined model; fail before any job starts."""
+    for exp in config["experiments"]:
+        if exp["model"] not in config["models"]:
+            raise ValueError(
+                f"config: experiments: model {exp['model']!r} is not defined under models: "
+                f"(defined: {', '.join(sorted(config['models']))})"
+            )
+
+
+_check_experiments()
+
+EXPERIMENTS = [(e["model"], a) for e in config["experiments"] for a in e["ablations"]]
+MODELS = sorted({m for m, _ in EXPERIMENTS})
+PRETRAIN_RUNS = [(m, a) for m, a in EXPERIMENTS if a != "none"]
+
+
+wildcard_constraints:
+    task="|".join(TASKS),
+    model="|".join(re.escape(m) for m in config["models"]),
+    ablation="|".join(ABLATIONS),
+    seed=r"\d+",
+    variant=r"[a-z0-9_]+",
+    artefact=r"[a-z0-9_]+",
+
+
+def model_cfg(model):
+    return config["models"][model]
+
+
+def family(model):
+    return model_cfg(model)["family"]
+
+
+def fidelity(ablation):
+    """Reference-fidelity switches for one ablation: `corrected` turns every switch off."""
+    switches = {
+        "b1_drop_second_mlm_loss": True,
+        "b2_sum_pooling": True,
+        "b3_unclamped_ordinal_weight": True,
+        "b4_broken_homology_sampler": True,
+        "b5_sfp_threshold_half": True,
+        "b6_cutoffs_on_eval_set": True,
+        "b7_self_pairs": True,
+        "b10_tfm_layernorm": True,
+        "b11_decay_all_params": True,
+        "b12_tm_region_quirk": True,
+        "b16_select_on_test": True,
+    }
+    switches.update(config.get("reference_fidelity", {}))
+    if ablation == "corrected":
+        switches = {k: False for k in switches}
+    return switches
+
+
+def as_json(obj):
+    """Compact JSON for a shell argument in single quotes."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    if "'" in text:
+        raise ValueError(f"config value contains a single quote: {text}")
+    return text
+
+
+# ---------------------------------------------------------------- Pfam
+
+
+def pfam_source():
+    if config["pfam"]["source"] == "download":
+        return f"resources/pfam/Pfam{config['pfam']['release']}/Pfam-A.fasta.gz"
+    return "resources/demo_pfam/Pfam-A.fasta.gz"
+
+
+def pfam_variant(model):
+    return model_cfg(model)["corpus"]
+
+
+def pfam_variant_params(wildcards):
+    variant = config["pfam"]["variants"][wildcards.variant]
+    pf = config["pfam"]
+    return {
+        "max_len": variant.get("max_len"),
+        "min_len": pf["min_len"] if variant.get("filters", True) else 1,
+        "min_family_size": pf["min_family_size"] if variant.get("filters", True) else 1,
+    }
+
+
+def max_len_flag(wildcards):
+    max_len = pfam_variant_params(wildcards)["max_len"]
+    return f"--max-len {max_len}" if max_len else ""
+
+
+def homology_pair_flags(wildcards):
+    if wildcards.task != "homology" or config["data"]["source"] != "embedded":
+        return ""
+    pairs = config["data"].get("homology_pairs", {})
+    return f"--n-pairs-dev {pairs.get('dev', 10000)} --n-pairs-test {pairs.get('test', 100000)}"
+
+
+# ---------------------------------------------------------------- downstream data
+
+
+EMBEDDED = "data/embedded"
+EMBEDDED_RAW = {
+    "homology": {
+        "id70": f"{EMBEDDED}/homology/Testdata_id70againstTrain.fasta.gz",
+        "id40": f"{EMBEDDED}/homology/Testdata_id40againstTrain.fasta.gz",
+        "id25": f"{EMBEDDED}/homology/Testdata_id25againstTrain.fasta.gz",
+    },
+    "solubility": {
+        "val_src": f"{EMBEDDED}/solubility/val_src.gz",
+        "val_tgt": f"{EMBEDDED}/solubility/val_tgt",
+        "test_src": f"{EMBEDDED}/solubility/test_src.gz",
+        "test_tgt": f"{EMBEDDED}/solubility/test_tgt",
+    },
+    "localization": {
+        "train_fasta": f"{EMBEDDED}/localization/deeploc_our_val_set.fasta.gz",
+        "test_fasta": f"{EMBEDDED}/localization/deeploc_test_set.fasta.gz",
+    },
+    "stability": {
+        "train_csv": f"{EMBEDDED}/stability/stability.train.csv.gz",
+        "valid_csv": f"{EMBEDDED}/stability/stability.valid.csv.gz",
+        "test_csv": f"{EMBEDDED}/stability/stability.test.csv.gz",
+    },
+    "fluorescence": {"valid_csv": f"{EMBEDDED}/fluorescence/fluorescence.valid.csv.gz"},
+    "secstr": {
+        "cb513_csv": f"{EMBEDDED}/secstr/netsurfp2_hhblits_csv/CB513_HHblits.csv.gz",
+        "ts115_csv": f"{EMBEDDED}/secstr/netsurfp2_hhblits_csv/TS115_HHblits.csv.gz",
+        "casp12_csv": f"{EMBEDDED}/secstr/netsurfp2_hhblits_csv/CASP12_HHblits.csv.gz",
+    },
+    "transmembrane": {"threeline": f"{EMBEDDED}/transmembrane/3D_struct_DB.3line.gz"},
+}
+# canonical converter key -> download artefact (config `downloads:`)
+CANONICAL_ARTEFACTS = {
+    "homology": {"archive": "scope"},
+    "solubility": {
+        f"{split}_{part}": f"deepsol_{split}_{part}"
+        for split in ("train", "val", "test")
+        for part in ("src", "tgt")
+    },
+    "localization": {"fasta": "deeploc"},
+    "stability": {"archive": "tape_stability"},
+    "fluorescence": {"archive": "tape_fluorescence"},
+    "secstr": {"archive": "tape_secondary_structure"},
+    "transmembrane": {"archive": "transmembrane"},
+}
+
+
+def download_path(artefact):
+    url = config["downloads"][artefact]["url"]
+    return f"resources/downloads/{artefact}/{url.rstrip('/').split('/')[-1]}"
+
+
+def task_raw(wildcards):
+    """Raw inputs of one task's converter, as {KEY: path} (embedded files or canonical downloads)."""
+    if config["data"]["source"] == "embedded":
+        return EMBEDDED_RAW[wildcards.task]
+    return {k: download_path(a) for k, a in CANONICAL_ARTEFACTS[wildcards.task].items()}
+
+
+def max_train_flag(wildcards):
+    n = config["data"].get("max_train")
+    return f"--max-train {n}" if n else ""
+
+
+def raw_flags(wildcards, input):
+    return " ".join(f"{k}={v}" for k, v in input.items())
+
+
+def download_targets():
+    if config["data"]["source"] != "canonical":
+        targets = []
+    else:
+        targets = [download_path(a) for t in TASKS for a in CANONICAL_ARTEFACTS[t].values()]
+    if config["pfam"]["source"] == "download":
+        targets.append(pfam_source())
+    return sorted(set(targets))
+
+
+# ---------------------------------------------------------------- training
+
+
+def pretrain_dir(model, ablation, seed):
+    return f"results/pretrain/{model}/{ablation}/seed{seed}"
+
+
+def pretrain_hparams(wildcards):
+    fam = family(wildcards.model)
+    hp = dict(config["pretrain"][fam])
+    if wildcards.ablation == "mlm_only":
+        hp["lambda_sfp"] = -1
+    elif wildcards.ablation == "sfp_only":
+        hp["lambda_mlm"] = -1
+    return {
+        "model": {k: v for k, v in model_cfg(wildcards.model).items() if k not in ("heads", "label")},
+        "train": hp,
+        "fidelity": fidelity(wildcards.ablation),
+        "save_every_minutes": config["pretrain"].get("save_every_minutes", 10),
+        "allow_cpu": config["pretrain"].get("allow_cpu", False),
+    }
+
+
+def finetune_hparams(wildcards):
+    fam = family(wildcards.model)
+    ft = dict(config["finetune"][fam])
+    per_task = ft.pop("tasks", {}) or {}
+    ft.update(per_task.get(wildcards.task, {}))
+    head = model_cfg(wildcards.model).get("heads", {}).get(wildcards.task)
+    return {
+        "model": {k: v for k, v in model_cfg(wildcards.model).items() if k not in ("heads", "label")},
+        "train": ft,
+        "head": head,
+        "fidelity": fidelity(wildcards.ablation),
+        "save_every_minutes": config["pretrain"].get("save_every_minutes", 10),
+        "allow_cpu": config["pretrain"].get("allow_cpu", False),
+    }
+
+
+def pretrained_model(wildcards):
+    if wildcards.ablation == "none":
+        return []
+    return f"{pretrain_dir(wildcards.model, wildcards.ablation, wildcards.seed)}/model.pt"
+
+
+def pretrained_flag(wildcards, input):
+    return f"--pretrained {input.pretrained}" if input.pretrained else ""
+
+
+def state_dir(wildcards, output):
+    """Resumable training state lives beside, never inside, the declared outputs (pitfall 11)."""
+    return str(Path(output.model).parent).replace("results/", "results/state/", 1)
+
+
+def gpus(wildcards):
+    return int(model_cfg(wildcards.model).get("gpus", 1))
+
+
+def launcher(wildcards, resources):
+    if int(resources.gpu) > 1:
+        return f"torchrun --standalone --nproc-per-node {resources.gpu} -m plus.cli"
+    return "plus"
+
+
+def runtime_minutes(base):
+    def runtime(wildcards, attempt):
+        return base * attempt
+
+    return runtime
+
+
+# ---------------------------------------------------------------- results
+
+
+def finetune_dir(task, model, ablation, seed):
+    return f"results/finetune/{task}/{model}/{ablation}/seed{seed}"
+
+
+def task_runs(task):
+    return [
+        f"{finetune_dir(task, m, a, s)}/metrics.json" for m, a in EXPERIMENTS for s in SEEDS
+    ]
+
+
+def task_baselines(task):
+    names = [b for b in config.get("baselines", []) if b == "trivial" or task == "homology"]
+    return [f"results/baselines/{task}/{b}/metrics.json" for b in names]
+
+
+def pretrain_runs():
+    return [f"{pretrain_dir(m, a, s)}/metrics.json" for m, a in PRETRAIN_RUNS for s in SEEDS]
+
+
+def test_set_map(wildcards):
+    mapping = config.get("published", {}).get("test_sets", {}).get(wildcards.task, {})
+    return " ".join(f"'{k}={v}'" for k, v in mapping.items())
+
+
+def model_labels():
+    """--model-label arguments: our model names -> the names used in the published CSVs."""
+    return " ".join(
+        f"'{name}={spec['label']}'" for name, spec in config["models"].items() if "label" in spec
+    )
+
+
+def published_files():
+    return [f for f in config.get("published", {}).get("files", []) if Path(f).exists()]
+
+
+def all_outputs():
+    outputs = expand("results/tables/{task}.{ext}", task=TASKS, ext=["csv", "md"])
+    outputs += ["results/tables/summary.csv", "results/tables/pretraining.csv"]
+    outputs += expand("results/plots/{task}_ablation.png", task=TASKS)
+    outputs += ["results/plots/pretrain_curves.png", "results/provenance.json"]
+    return outputs

@@ -1,0 +1,85 @@
+# Fine-tuning and evaluation: one task registry (plus.tasks), one job per task x model x ablation x seed.
+
+
+rule finetune:
+    input:
+        data="results/data/{task}/manifest.json",
+        pretrained=pretrained_model,
+    output:
+        model="results/finetune/{task}/{model}/{ablation}/seed{seed}/model.pt",
+        curve="results/finetune/{task}/{model}/{ablation}/seed{seed}/curve.csv",
+    params:
+        data=lambda wc, input: str(Path(input.data).parent),
+        pretrained=pretrained_flag,
+        state=state_dir,
+        hp=lambda wc: as_json(finetune_hparams(wc)),
+    log:
+        "logs/finetune/{task}/{model}/{ablation}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/finetune/{task}/{model}/{ablation}/seed{seed}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        cpus_per_gpu=4,
+        tasks_per_gpu=0,
+        mem_mb=16000,
+        runtime=runtime_minutes(8 * 60),
+    shell:
+        "plus finetune --task {wildcards.task} --data {params.data} {params.pretrained} "
+        "--seed {wildcards.seed} --hparams '{params.hp}' --state-dir {params.state} "
+        "--out-model {output.model} --out-curve {output.curve} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        data="results/data/{task}/manifest.json",
+        model="results/finetune/{task}/{model}/{ablation}/seed{seed}/model.pt",
+    output:
+        metrics="results/finetune/{task}/{model}/{ablation}/seed{seed}/metrics.json",
+        predictions="results/finetune/{task}/{model}/{ablation}/seed{seed}/predictions.npz",
+    params:
+        data=lambda wc, input: str(Path(input.data).parent),
+        hp=lambda wc: as_json(finetune_hparams(wc)),
+    log:
+        "logs/evaluate/{task}/{model}/{ablation}/seed{seed}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=runtime_minutes(60),
+    shell:
+        "plus evaluate --task {wildcards.task} --data {params.data} --model {input.model} "
+        "--seed {wildcards.seed} --hparams '{params.hp}' --out-metrics {output.metrics} "
+        "--out-predictions {output.predictions} --name {wildcards.model} --ablation {wildcards.ablation} "
+        "> {log} 2>&1"
+
+
+rule baseline_trivial:
+    input:
+        data="results/data/{task}/manifest.json",
+    output:
+        metrics="results/baselines/{task}/trivial/metrics.json",
+    params:
+        data=lambda wc, input: str(Path(input.data).parent),
+        fidelity=as_json(fidelity("plus")),
+    log:
+        "logs/baselines/{task}_trivial.log",
+    shell:
+        "plus baseline --task {wildcards.task} --kind trivial --data {params.data} "
+        "--fidelity '{params.fidelity}' --out-metrics {output.metrics} > {log} 2>&1"
+
+
+rule baseline_phmmer:
+    input:
+        data="results/data/homology/manifest.json",
+    output:
+        metrics="results/baselines/homology/phmmer/metrics.json",
+    params:
+        data=lambda wc, input: str(Path(input.data).parent),
+        fidelity=as_json(fidelity("plus")),
+    log:
+        "logs/baselines/homology_phmmer.log",
+    threads: 2
+    shell:
+        "plus baseline --task homology --kind phmmer --data {params.data} --cpus {threads} "
+        "--fidelity '{params.fidelity}' --out-metrics {output.metrics} > {log} 2>&1"

@@ -1,0 +1,37 @@
+# Pre-training: MLM + same-family prediction on the Pfam shards, one job per model x ablation x seed.
+# Only model.pt / metrics.json / curve.csv are declared; resumable state lives in results/state/.
+
+
+rule pretrain:
+    input:
+        corpus=lambda wc: f"results/pfam/{pfam_variant(wc.model)}/stats.json",
+    output:
+        model="results/pretrain/{model}/{ablation}/seed{seed}/model.pt",
+        metrics="results/pretrain/{model}/{ablation}/seed{seed}/metrics.json",
+        curve=report(
+            "results/pretrain/{model}/{ablation}/seed{seed}/curve.csv",
+            caption="../report/curves.rst",
+            category="Pre-training",
+            labels={"model": "{model}", "ablation": "{ablation}", "seed": "{seed}"},
+        ),
+    params:
+        corpus=lambda wc, input: str(Path(input.corpus).parent),
+        state=state_dir,
+        hp=lambda wc: as_json(pretrain_hparams(wc)),
+        launch=launcher,
+    log:
+        "logs/pretrain/{model}/{ablation}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/pretrain/{model}/{ablation}/seed{seed}.tsv"
+    threads: 2
+    resources:
+        gpu=gpus,
+        cpus_per_gpu=4,
+        tasks_per_gpu=0,
+        mem_mb=32000,
+        runtime=runtime_minutes(24 * 60),
+    shell:
+        "{params.launch} pretrain --corpus {params.corpus} --seed {wildcards.seed} "
+        "--hparams '{params.hp}' --state-dir {params.state} --out-model {output.model} "
+        "--out-metrics {output.metrics} --out-curve {output.curve} --name {wildcards.model} "
+        "--ablation {wildcards.ablation} > {log} 2>&1"

@@ -1,0 +1,123 @@
+# Results: tables next to published numbers, plots and provenance, built only from the runs'
+# metrics.json / curve.csv files (rebuilding them never retrains anything).
+
+
+rule task_table:
+    input:
+        runs=lambda wc: task_runs(wc.task),
+        baselines=lambda wc: task_baselines(wc.task),
+        published=published_files(),
+    output:
+        csv=report(
+            "results/tables/{task}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="{task}",
+            labels={"task": "{task}", "kind": "table"},
+        ),
+        md="results/tables/{task}.md",
+    params:
+        test_sets=test_set_map,
+        labels=model_labels(),
+    log:
+        "logs/tables/{task}.log",
+    shell:
+        "plus tables --task {wildcards.task} --runs {input.runs} --expected {input.runs} "
+        "--baselines {input.baselines} --published {input.published} "
+        "--test-set-map {params.test_sets} --model-label {params.labels} "
+        "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule summary_table:
+    input:
+        tables=expand("results/tables/{task}.csv", task=TASKS),
+    output:
+        csv=report(
+            "results/tables/summary.csv",
+            caption="../report/summary.rst",
+            category="Tables",
+            subcategory="summary",
+            labels={"task": "all", "kind": "summary"},
+        ),
+        md="results/tables/summary.md",
+    log:
+        "logs/tables/summary.log",
+    shell:
+        "plus tables-summary --tables {input.tables} --out-csv {output.csv} --out-md {output.md} "
+        "> {log} 2>&1"
+
+
+rule pretraining_table:
+    input:
+        runs=pretrain_runs(),
+    output:
+        csv=report(
+            "results/tables/pretraining.csv",
+            caption="../report/pretraining.rst",
+            category="Tables",
+            subcategory="pre-training",
+            labels={"task": "pre-training", "kind": "table"},
+        ),
+        md="results/tables/pretraining.md",
+    params:
+        labels=model_labels(),
+    log:
+        "logs/tables/pretraining.log",
+    shell:
+        "plus tables-pretraining --runs {input.runs} --expected {input.runs} "
+        "--model-label {params.labels} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule ablation_plot:
+    input:
+        runs=lambda wc: task_runs(wc.task),
+    output:
+        png=report(
+            "results/plots/{task}_ablation.png",
+            caption="../report/ablation.rst",
+            category="Plots",
+            subcategory="{task}",
+            labels={"task": "{task}", "kind": "ablation"},
+        ),
+        svg="results/plots/{task}_ablation.svg",
+    log:
+        "logs/plots/{task}_ablation.log",
+    shell:
+        "plus plot ablation --task {wildcards.task} --runs {input.runs} "
+        "--out-png {output.png} --out-svg {output.svg} > {log} 2>&1"
+
+
+rule pretrain_curves_plot:
+    input:
+        curves=[f.replace("metrics.json", "curve.csv") for f in pretrain_runs()],
+    output:
+        png=report(
+            "results/plots/pretrain_curves.png",
+            caption="../report/curves.rst",
+            category="Plots",
+            subcategory="pre-training",
+            labels={"task": "pre-training", "kind": "curves"},
+        ),
+        svg="results/plots/pretrain_curves.svg",
+    log:
+        "logs/plots/pretrain_curves.log",
+    shell:
+        "plus plot pretrain-curves --curves {input.curves} --out-png {output.png} "
+        "--out-svg {output.svg} > {log} 2>&1"
+
+
+rule provenance:
+    input:
+        runs=pretrain_runs() + [f for task in TASKS for f in task_runs(task)],
+    output:
+        json="results/provenance.json",
+        csv=report(
+            "results/provenance.csv",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"task": "all", "kind": "provenance"},
+        ),
+    log:
+        "logs/provenance.log",
+    shell:
+        "plus provenance --runs {input.runs} --out {output.json} --out-csv {output.csv} > {log} 2>&1"

@@ -1,0 +1,150 @@
+"""The `plus` command: one subcommand per workflow stage (the Snakemake rules call these)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from plus import __version__
+from plus.io import InputError
+
+
+def _hparams(text: str) -> dict:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--hparams is not valid JSON ({exc})") from exc
+
+
+def _add_download(sub):
+    p = sub.add_parser("download", help="fetch one pinned artefact (retries, resume, checksum, atomic)")
+    p.add_argument("--url", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--sha256", default="", help="expected sha256 (empty: record it on first download)")
+    p.add_argument("--gzip", action="store_true", help="also check that the gzip stream is complete")
+    p.add_argument("--retries", type=int, default=5)
+
+    def run(a):
+        from plus.download import download
+
+        download(a.url, a.out, a.sha256.strip(), a.gzip, a.retries)
+
+    p.set_defaults(func=run)
+
+
+def _add_pretrain(sub):
+    p = sub.add_parser("pretrain", help="MLM + same-family pre-training on Pfam shards (resumable)")
+    p.add_argument("--corpus", required=True, help="directory written by `plus pfam preprocess`")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--hparams", type=_hparams, required=True, help="JSON: model, train, fidelity")
+    p.add_argument("--state-dir", required=True, help="resumable state (kept outside declared outputs)")
+    p.add_argument("--out-model", required=True)
+    p.add_argument("--out-metrics", required=True)
+    p.add_argument("--out-curve", required=True)
+    p.add_argument("--name", default="", help="model name recorded in metrics.json")
+    p.add_argument("--ablation", default="")
+
+    def run(a):
+        from plus.train.pretrain import pretrain
+
+        pretrain(a.corpus, a.seed, a.hparams, a.state_dir, a.out_model, a.out_metrics, a.out_curve,
+                 model_name=a.name, ablation=a.ablation)
+
+    p.set_defaults(func=run)
+
+
+def _add_finetune(sub):
+    p = sub.add_parser("finetune", help="fine-tune on one task (resumable)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--data", required=True, help="converted task directory (manifest.json)")
+    p.add_argument("--pretrained", default=None, help="pre-trained model.pt (omit: random init)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--hparams", type=_hparams, required=True)
+    p.add_argument("--state-dir", required=True)
+    p.add_argument("--out-model", required=True)
+    p.add_argument("--out-curve", required=True)
+
+    def run(a):
+        from plus.train.finetune import finetune
+
+        finetune(a.task, a.data, a.seed, a.hparams, a.state_dir, a.out_model, a.out_curve, a.pretrained)
+
+    p.set_defaults(func=run)
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="evaluate a fine-tuned model on every test set of a task")
+    p.add_argument("--task", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hparams", type=_hparams, required=True)
+    p.add_argument("--out-metrics", required=True)
+    p.add_argument("--out-predictions", required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--ablation", default="")
+    p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the 95 %% CIs")
+
+    def run(a):
+        from plus.train.finetune import evaluate
+
+        evaluate(a.task, a.data, a.model, a.seed, a.hparams, a.out_metrics, a.out_predictions,
+                 model_name=a.name, ablation=a.ablation, n_boot=a.bootstrap)
+
+    p.set_defaults(func=run)
+
+
+def _add_baseline(sub):
+    p = sub.add_parser("baseline", help="trivial per-task baseline, or phmmer for homology")
+    p.add_argument("--task", required=True)
+    p.add_argument("--kind", choices=["trivial", "phmmer"], required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out-metrics", required=True)
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--fidelity", type=_hparams, default={})
+
+    def run(a):
+        from plus.tasks import baselines
+
+        if a.kind == "phmmer":
+            if a.task != "homology":
+                raise SystemExit("error: the phmmer baseline applies to homology only")
+            baselines.phmmer(a.data, a.out_metrics, a.cpus, a.fidelity)
+        else:
+            baselines.trivial(a.task, a.data, a.out_metrics, a.fidelity)
+
+    p.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from plus.data import convert, pfam
+    from plus.report import cli as report_cli
+
+    parser = argparse.ArgumentParser(prog="plus", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"plus-workflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_download(sub)
+    pfam.add_parser(sub)
+    data = sub.add_parser("data", help="downstream task data").add_subparsers(dest="data_command", required=True)
+    convert.add_parser(data)
+    _add_pretrain(sub)
+    _add_finetune(sub)
+    _add_evaluate(sub)
+    _add_baseline(sub)
+    report_cli.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

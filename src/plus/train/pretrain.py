@@ -1,0 +1,385 @@
+"""`plus pretrain`: masked LM + same-family prediction on the Pfam shards (spec §2.2-2.4).
+
+Resumable: the state (model, optimiser, scheduler, step, sampler position, best model, curve, RNGs) is
+saved atomically under --state-dir every few minutes; a restarted job continues from it and produces
+the same final model as an uninterrupted run. Declared outputs are written once, at the end.
+Multi-GPU: launched by torchrun, each rank takes every world-th batch; rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from plus.io import write_json
+from plus.train.common import (
+    Runtime,
+    StateFile,
+    build_encoder,
+    build_optimizer,
+    save_model,
+    seed_everything,
+    set_rng_state,
+    unwrap,
+    write_curve,
+)
+from plus.train.masking import FamilyIndex, mask_pair_tfm, mask_tokens
+
+
+def _active(weight) -> bool:
+    return weight is not None and weight != -1
+
+
+# ------------------------------------------------------------------ batches
+class PairBatches(torch.utils.data.Dataset):
+    """Item b of epoch e = one batch of (anchor, partner) pairs, masked, from default_rng([seed, e, b])."""
+
+    def __init__(self, corpus, index: FamilyIndex, family: str, hp: dict, fidelity: dict, seed: int,
+                 epoch: int, anchors: np.ndarray, max_len: int | None):
+        self.corpus, self.index, self.family, self.hp = corpus, index, family, hp
+        self.allow_self = fidelity.get("b7_self_pairs", True)
+        self.seed, self.epoch, self.anchors, self.max_len = seed, epoch, anchors, max_len
+        self.bs = hp["batch_size"]
+
+    def __len__(self):
+        return math.ceil(len(self.anchors) / self.bs)
+
+    def __getitem__(self, b):
+        rng = np.random.default_rng([self.seed, self.epoch, b])
+        anchors = self.anchors[b * self.bs:(b + 1) * self.bs]
+        partners, same = self.index.partners(anchors, rng, self.allow_self)
+        a = [self.corpus.tokens(int(i)) for i in anchors]
+        p = [self.corpus.tokens(int(i)) for i in partners]
+        return make_batch(self.family, a, p, same, rng, self.hp, self.max_len)
+
+
+def make_batch(family, seqs_a, seqs_b, labels, rng, hp, max_len=None, mask=True):
+    """Collate a pair batch for one model family, with reference MLM masking when `mask`."""
+    from plus.models.plus_rnn import collate_rnn
+    from plus.models.plus_tfm import tfm_pair_input
+
+    ratio, max_pred = hp.get("mask_ratio", 0.15), hp.get("max_pred", 50)
+    labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+    if family == "rnn":
+        seqs, pos, orig = [], [], []
+        for s in list(seqs_a) + list(seqs_b):
+            if mask and max_pred > 0:
+                m, p, o = mask_tokens(s, rng, ratio, max_pred)
+            else:
+                m, p, o = np.asarray(s, dtype=np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+            seqs.append(m)
+            pos.append(p)
+            orig.append(o)
+        tokens, lengths = collate_rnn([np.asarray(s) for s in seqs])
+        return {"tokens": tokens, "lengths": lengths, "n_pairs": len(seqs_a), "labels": labels,
+                **_pad_targets(pos, orig)}
+    toks, segs, masks, pos, orig = [], [], [], [], []
+    for a, b in zip(seqs_a, seqs_b):
+        a, b = _truncate_pair(np.asarray(a, np.int64), np.asarray(b, np.int64), max_len)
+        if mask and max_pred > 0:
+            a, b, p, o = mask_pair_tfm(a, b, rng, ratio, max_pred)
+        else:
+            p, o = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        t, s, m = tfm_pair_input(a, b, max_len)
+        toks.append(t)
+        segs.append(s)
+        masks.append(m)
+        pos.append(p)
+        orig.append(o)
+    width = max(int(np.asarray(m).sum()) for m in masks)
+    return {"tokens": torch.as_tensor(np.stack(toks)[:, :width], dtype=torch.long),
+            "segments": torch.as_tensor(np.stack(segs)[:, :width], dtype=torch.long),
+            "input_mask": torch.as_tensor(np.stack(masks)[:, :width]).bool(),
+            "labels": labels, "n_pairs": len(seqs_a), **_pad_targets(pos, orig)}
+
+
+def _truncate_pair(a, b, max_len):
+    """Reference pair truncation: drop the last residue of the longer sequence until it fits."""
+    if max_len is None:
+        return a, b
+    la, lb = len(a), len(b)
+    while la + lb > max_len - 3:
+        if la > lb:
+            la -= 1
+        else:
+            lb -= 1
+    return a[:la], b[:lb]
+
+
+def _pad_targets(pos, orig):
+    width = max([len(p) for p in pos] + [1])
+    P = np.zeros((len(pos), width), np.int64)
+    T = np.zeros((len(pos), width), np.int64)
+    W = np.zeros((len(pos), width), bool)
+    for i, (p, o) in enumerate(zip(pos, orig)):
+        P[i, :len(p)], T[i, :len(o)], W[i, :len(p)] = p, o, True
+    return {"masked_pos": torch.as_tensor(P), "masked_tokens": torch.as_tensor(T),
+            "masked_weights": torch.as_tensor(W)}
+
+
+# ------------------------------------------------------------------ losses
+def mlm_nll(logprobs, targets, weights):
+    """Per-slot NLL (masked) and correctness, flattened over the selected rows."""
+    nll = -logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    correct = (logprobs.argmax(-1) == targets) & weights
+    return nll, correct
+
+
+def forward_losses(model, batch, family, hp, fidelity, device, train: bool, want_mlm=True, want_sfp=True):
+    """Losses and counts for one pair batch (reference behaviour unless fidelity switches are off)."""
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    n = batch["n_pairs"]
+    out = {}
+    net = unwrap(model)
+    if family == "rnn":
+        h = model(batch["tokens"], batch["lengths"])
+        res_len = batch["lengths"] - 2
+        if want_mlm:
+            logp = net.mlm_logprobs(h, batch["masked_pos"])
+            nll, correct = mlm_nll(logp, batch["masked_tokens"], batch["masked_weights"])
+            w = batch["masked_weights"].float()
+            la = (nll[:n] * w[:n]).sum() / w[:n].sum().clamp(min=1)
+            lb = (nll[n:] * w[n:]).sum() / w[n:].sum().clamp(min=1)
+            out.update(mlm_loss_a=la, mlm_loss_b=lb, mlm_loss=(la + lb) / 2,
+                       mlm_correct=int(correct.sum()), mlm_n=int(w.sum()))
+        if want_sfp:
+            z = net.project(h)
+            score = net.ssa_score(z[:n], res_len[:n], z[n:], res_len[n:])
+            logits = net.ordinal_logits(score)[:, 0]
+            out["sfp_loss"] = F.binary_cross_entropy_with_logits(logits, batch["labels"])
+            threshold = 0.5 if fidelity.get("b5_sfp_threshold_half", True) else 0.0
+            out["sfp_correct"] = int(((logits > threshold).float() == batch["labels"]).sum())
+            out["sfp_n"] = n
+    else:
+        h = model(batch["tokens"], batch["segments"], batch["input_mask"])
+        if want_mlm:
+            logp = net.mlm_logprobs(h, batch["masked_pos"])
+            nll, correct = mlm_nll(logp, batch["masked_tokens"], batch["masked_weights"])
+            w = batch["masked_weights"].float()
+            out.update(mlm_loss=(nll * w).sum() / w.sum().clamp(min=1), mlm_correct=int(correct.sum()),
+                       mlm_n=int(w.sum()))
+        if want_sfp:
+            logits = net.cls_logits(h)
+            labels = batch["labels"].long()
+            out["sfp_loss"] = F.cross_entropy(logits, labels)
+            out["sfp_correct"] = int((logits.argmax(-1) == labels).sum())
+            out["sfp_n"] = n
+    lam_mlm, lam_sfp = hp.get("lambda_mlm", 0.7), hp.get("lambda_sfp", 0.3)
+    total = 0.0
+    if _active(lam_mlm) and "mlm_loss" in out:
+        if family == "rnn" and fidelity.get("b1_drop_second_mlm_loss", True):
+            total = total + (lam_mlm + lam_mlm**2) * out["mlm_loss_a"]  # B1: L_B replaced by 0.7 x L_A
+        else:
+            total = total + lam_mlm * out["mlm_loss"]
+    if _active(lam_sfp) and "sfp_loss" in out:
+        total = total + lam_sfp * out["sfp_loss"]
+    out["loss"] = total
+    return out
+
+
+# ------------------------------------------------------------------ evaluation
+def read_pair_tokens(path, limit=None):
+    from plus.data.alphabet import encode
+    from plus.data.pfam import read_pairs
+
+    pairs = read_pairs(path)
+    if limit:
+        pairs = pairs[:limit]
+    return [encode(a) for a, _, _ in pairs], [encode(b) for _, b, _ in pairs], [lab for *_, lab in pairs]
+
+
+@torch.no_grad()
+def evaluate_pairs(model, pairs, family, hp, fidelity, device, max_len, seed=0):
+    """SFP on unmasked inputs, MLM on masked inputs (fixed masking seed), as the reference evaluates."""
+    model.eval()
+    seqs_a, seqs_b, labels = pairs
+    bs = hp.get("eval_batch_size", 256)
+    lam_mlm, lam_sfp = hp.get("lambda_mlm", 0.7), hp.get("lambda_sfp", 0.3)
+    tot = {"mlm_loss": 0.0, "sfp_loss": 0.0, "mlm_correct": 0, "mlm_n": 0, "sfp_correct": 0, "sfp_n": 0}
+    rng = np.random.default_rng([seed, 7919])
+    for i in range(0, len(labels), bs):
+        sl = slice(i, i + bs)
+        clean = make_batch(family, seqs_a[sl], seqs_b[sl], labels[sl], rng, hp, max_len, mask=False)
+        r = forward_losses(model, clean, family, hp, fidelity, device, False, want_mlm=False)
+        tot["sfp_loss"] += float(r["sfp_loss"]) * r["sfp_n"]
+        tot["sfp_correct"] += r["sfp_correct"]
+        tot["sfp_n"] += r["sfp_n"]
+        if hp.get("max_pred", 50) > 0:
+            masked = make_batch(family, seqs_a[sl], seqs_b[sl], labels[sl], rng, hp, max_len, mask=True)
+            r = forward_losses(model, masked, family, hp, fidelity, device, False, want_sfp=False)
+            tot["mlm_loss"] += float(r["mlm_loss"]) * r["mlm_n"]
+            tot["mlm_correct"] += r["mlm_correct"]
+            tot["mlm_n"] += r["mlm_n"]
+    model.train()
+    res = {
+        "mlm_acc": tot["mlm_correct"] / tot["mlm_n"] if tot["mlm_n"] else float("nan"),
+        "mlm_loss": tot["mlm_loss"] / tot["mlm_n"] if tot["mlm_n"] else float("nan"),
+        "sfp_acc": tot["sfp_correct"] / tot["sfp_n"],
+        "sfp_loss": tot["sfp_loss"] / tot["sfp_n"],
+        "n_pairs": tot["sfp_n"], "n_masked": tot["mlm_n"],
+    }
+    loss = 0.0
+    if _active(lam_mlm) and tot["mlm_n"]:
+        loss += lam_mlm * res["mlm_loss"]
+    if _active(lam_sfp):
+        loss += lam_sfp * res["sfp_loss"]
+    res["loss"] = loss
+    return res
+
+
+# ------------------------------------------------------------------ main loop
+def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_metrics, out_curve,
+             model_name: str = "", ablation: str = "", progress: bool = True) -> dict:
+    from plus.data.pfam import PfamCorpus
+
+    rt = Runtime(hparams.get("allow_cpu", False), hparams.get("threads"))
+    hp, fidelity, model_cfg = hparams["train"], hparams.get("fidelity", {}), hparams["model"]
+    family = model_cfg["family"]
+    max_len = model_cfg.get("max_len") if family == "tfm" else None
+    seed_everything(seed)
+
+    corpus = PfamCorpus(corpus_dir)
+    n_train = len(corpus)
+    if hp.get("max_train_seqs"):
+        n_train = min(n_train, hp["max_train_seqs"])
+    index = FamilyIndex(np.asarray(corpus.family[:n_train]))
+    select_file = "test_pairs.tsv" if fidelity.get("b16_select_on_test", True) else "val_pairs.tsv"
+    val_pairs = read_pair_tokens(f"{corpus_dir}/{select_file}", hp.get("max_eval_pairs"))
+    test_pairs = read_pair_tokens(f"{corpus_dir}/test_pairs.tsv", hp.get("max_eval_pairs"))
+
+    model = build_encoder(model_cfg, fidelity).to(rt.device)
+    batches_per_epoch = math.ceil(n_train / hp["batch_size"])
+    steps_per_epoch = math.ceil(batches_per_epoch / rt.world)
+    total_steps = steps_per_epoch * hp["epochs"]
+    if hp.get("max_steps"):
+        total_steps = min(total_steps, hp["max_steps"])
+    opt, sched, clip_global = build_optimizer(model, hp, total_steps, fidelity)
+    want_mlm, want_sfp = _active(hp.get("lambda_mlm")), _active(hp.get("lambda_sfp"))
+    if rt.world > 1:
+        model = DDP(model, find_unused_parameters=not (want_mlm and want_sfp) or family == "tfm")
+
+    state_file = StateFile(state_dir, hparams.get("save_every_minutes", 10), hparams.get("save_every_steps"))
+    step, curve, best = 0, [], {"loss": math.inf, "step": 0, "state": None, "val": None}
+    saved = state_file.load()
+    if saved is not None:
+        unwrap(model).load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        if sched is not None and saved.get("scheduler"):
+            sched.load_state_dict(saved["scheduler"])
+        step, curve, best = saved["step"], saved["curve"], saved["best"]
+        set_rng_state(saved["rng"])
+        print(f"resumed from {state_file.path} at step {step}", file=sys.stderr)
+
+    def snapshot():
+        return {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "step": step, "curve": curve, "best": best}
+
+    def run_eval():
+        val = evaluate_pairs(model, val_pairs, family, hp, fidelity, rt.device, max_len, seed)
+        curve.append({"step": step, "split": "val", "loss": val["loss"], "mlm_loss": val["mlm_loss"],
+                      "sfp_loss": val["sfp_loss"], "mlm_acc": val["mlm_acc"], "sfp_acc": val["sfp_acc"],
+                      "lr": opt.param_groups[0]["lr"], "elapsed_s": time.monotonic() - t0})
+        if val["loss"] < best["loss"]:
+            best.update(loss=val["loss"], step=step, val=val,
+                        state={k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()})
+        print(f"step {step}: val loss {val['loss']:.4f} mlm_acc {val['mlm_acc']:.4f} "
+              f"sfp_acc {val['sfp_acc']:.4f}", file=sys.stderr, flush=True)
+
+    t0 = time.monotonic()
+    model.train()
+    bar = _progress(total_steps, step, progress and rt.is_main)
+    running = {"loss": [], "mlm": [], "sfp": []}
+    while step < total_steps:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        anchors = np.random.default_rng([seed, epoch]).permutation(n_train)
+        data = PairBatches(corpus, index, family, hp, fidelity, seed, epoch, anchors, max_len)
+        order = list(range(in_epoch * rt.world + rt.rank, batches_per_epoch, rt.world))
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, order), batch_size=None,
+                                             num_workers=hp.get("num_workers", 0))
+        for batch in loader:
+            torch.manual_seed(seed * 1_000_003 + step)  # dropout stream depends only on the step
+            r = forward_losses(model, batch, family, hp, fidelity, rt.device, True, want_mlm, want_sfp)
+            opt.zero_grad(set_to_none=True)
+            r["loss"].backward()
+            if clip_global:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), hp.get("clip_grad_norm", 1.0))
+            opt.step()
+            if sched is not None:
+                sched.step()
+            if family == "rnn" and not fidelity.get("b3_unclamped_ordinal_weight", True):
+                with torch.no_grad():
+                    unwrap(model).ordinal_weight.clamp_(min=0)  # B3 fixed: in-place clamp
+            step += 1
+            running["loss"].append(float(r["loss"]))
+            if "mlm_loss" in r:
+                running["mlm"].append(r["mlm_correct"] / max(r["mlm_n"], 1))
+            if "sfp_loss" in r:
+                running["sfp"].append(r["sfp_correct"] / max(r["sfp_n"], 1))
+            bar.update(1)
+            if step % max(1, hp.get("log_every", 10)) == 0 or step == total_steps:
+                curve.append({"step": step, "split": "train", "loss": np.mean(running["loss"]),
+                              "mlm_acc": np.mean(running["mlm"]) if running["mlm"] else None,
+                              "sfp_acc": np.mean(running["sfp"]) if running["sfp"] else None,
+                              "lr": opt.param_groups[0]["lr"], "elapsed_s": time.monotonic() - t0})
+                running = {"loss": [], "mlm": [], "sfp": []}
+            if step % hp["eval_every"] == 0 or step == total_steps:
+                run_eval()
+            if rt.is_main and (state_file.due(step) or step == total_steps):
+                state_file.save(snapshot())
+            if step >= total_steps:
+                break
+    bar.close()
+
+    in_sync = params_in_sync(unwrap(model), rt.world)
+    result = {}
+    if rt.is_main:
+        if best["state"] is None:
+            run_eval()
+        net = unwrap(model)
+        net.load_state_dict(best["state"])
+        test = evaluate_pairs(model, test_pairs, family, hp, fidelity, rt.device, max_len, seed)
+        freq = np.bincount(np.asarray(corpus.tokens_flat[: corpus.offsets[n_train]]), minlength=22)[1:21]
+        result = {
+            "model": model_name, "ablation": ablation, "seed": seed, "family": family,
+            "steps": step, "best_step": best["step"], "selected_on": select_file,
+            "val": best["val"], "test": test,
+            "baselines": {"mlm_freq_acc": float(freq.max() / freq.sum()), "sfp_chance": 0.5},
+            "n_train_sequences": n_train, "n_families": int(index.n_families),
+            "train_time_s": curve[-1]["elapsed_s"] if curve else 0.0,
+            "world_size": rt.world, "ranks_in_sync": in_sync,
+        }
+        from plus.report.provenance import collect_provenance
+
+        result["provenance"] = collect_provenance(seed=seed, hparams=hparams)
+        save_model(out_model, best["state"])
+        write_curve(out_curve, curve)
+        write_json(out_metrics, result)
+    rt.barrier()
+    rt.close()
+    return result
+
+
+def params_in_sync(model, world: int) -> bool:
+    """True when every rank holds bitwise the same parameters (always true for one process)."""
+    if world == 1:
+        return True
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.zeros_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+def _progress(total, initial, enabled):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, file=sys.stderr, mininterval=5,
+                desc="pretrain")
