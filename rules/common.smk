@@ -2,9 +2,9 @@ import glob
 import json
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 from snakemake.utils import validate
-
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -162,7 +162,7 @@ CANONICAL_ARTEFACTS = {
 
 def download_path(artefact):
     url = config["downloads"][artefact]["url"]
-    return f"resources/downloads/{artefact}/{url.rstrip('/').split('/')[-1]}"
+    return f"resources/downloads/{artefact}/{Path(urlparse(url).path).name}"
 
 
 def task_raw(wildcards):
@@ -206,7 +206,9 @@ def pretrain_hparams(wildcards):
     elif wildcards.ablation == "sfp_only":
         hp["lambda_mlm"] = -1
     return {
-        "model": {k: v for k, v in model_cfg(wildcards.model).items() if k not in ("heads", "label")},
+        "model": {
+            k: v for k, v in model_cfg(wildcards.model).items() if k not in ("heads", "label")
+        },
         "train": hp,
         "fidelity": fidelity(wildcards.ablation),
         "save_every_minutes": config["pretrain"].get("save_every_minutes", 10),
@@ -221,7 +223,9 @@ def finetune_hparams(wildcards):
     ft.update(per_task.get(wildcards.task, {}))
     head = model_cfg(wildcards.model).get("heads", {}).get(wildcards.task)
     return {
-        "model": {k: v for k, v in model_cfg(wildcards.model).items() if k not in ("heads", "label")},
+        "model": {
+            k: v for k, v in model_cfg(wildcards.model).items() if k not in ("heads", "label")
+        },
         "train": ft,
         "head": head,
         "fidelity": fidelity(wildcards.ablation),
@@ -270,9 +274,7 @@ def finetune_dir(task, model, ablation, seed):
 
 
 def task_runs(task):
-    return [
-        f"{finetune_dir(task, m, a, s)}/metrics.json" for m, a in EXPERIMENTS for s in SEEDS
-    ]
+    return [f"{finetune_dir(task, m, a, s)}/metrics.json" for m, a in EXPERIMENTS for s in SEEDS]
 
 
 def task_baselines(task):

@@ -7,6 +7,10 @@ rule convert_task:
         unpack(task_raw),
     output:
         manifest="results/data/{task}/manifest.json",
+    log:
+        "logs/data/{task}.log",
+    conda:
+        "../envs/plus.yaml"
     params:
         outdir=lambda wc, output: str(Path(output.manifest).parent),
         source=config["data"]["source"],
@@ -14,8 +18,6 @@ rule convert_task:
         max_train=max_train_flag,
         raw=raw_flags,
         pairs=homology_pair_flags,
-    log:
-        "logs/data/{task}.log",
     shell:
         "plus data convert --task {wildcards.task} --source {params.source} --raw {params.raw} "
         "--outdir {params.outdir} --seed {params.seed} {params.max_train} {params.pairs} > {log} 2>&1"

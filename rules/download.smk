@@ -5,14 +5,16 @@
 rule download_pfam:
     output:
         fasta="resources/pfam/Pfam{release}/Pfam-A.fasta.gz",
+    log:
+        "logs/download/pfam{release}.log",
+    cache: "omit-software"
+    retries: 3
+    localrule: True
+    conda:
+        "../envs/plus.yaml"
     params:
         url=config["pfam"]["url"],
         sha256=config["pfam"].get("sha256", ""),
-    log:
-        "logs/download/pfam{release}.log",
-    localrule: True
-    retries: 3
-    cache: "omit-software"
     shell:
         "plus download --url {params.url} --out {output.fasta} --sha256 '{params.sha256}' "
         "--gzip > {log} 2>&1"
@@ -21,13 +23,15 @@ rule download_pfam:
 rule download_artefact:
     output:
         "resources/downloads/{artefact}/{filename}",
+    log:
+        "logs/download/{artefact}/{filename}.log",
+    cache: "omit-software"
+    retries: 3
+    localrule: True
+    conda:
+        "../envs/plus.yaml"
     params:
         url=lambda wc: config["downloads"][wc.artefact]["url"],
         sha256=lambda wc: config["downloads"][wc.artefact].get("sha256", ""),
-    log:
-        "logs/download/{artefact}/{filename}.log",
-    localrule: True
-    retries: 3
-    cache: "omit-software"
     shell:
         "plus download --url {params.url} --out {output} --sha256 '{params.sha256}' > {log} 2>&1"

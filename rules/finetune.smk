@@ -8,15 +8,12 @@ rule finetune:
     output:
         model="results/finetune/{task}/{model}/{ablation}/seed{seed}/model.pt",
         curve="results/finetune/{task}/{model}/{ablation}/seed{seed}/curve.csv",
-    params:
-        data=lambda wc, input: str(Path(input.data).parent),
-        pretrained=pretrained_flag,
-        state=state_dir,
-        hp=lambda wc: as_json(finetune_hparams(wc)),
     log:
         "logs/finetune/{task}/{model}/{ablation}/seed{seed}.log",
     benchmark:
         "results/benchmarks/finetune/{task}/{model}/{ablation}/seed{seed}.tsv"
+    conda:
+        "../envs/plus.yaml"
     threads: 1
     resources:
         gpu=1,
@@ -24,6 +21,11 @@ rule finetune:
         tasks_per_gpu=0,
         mem_mb=16000,
         runtime=runtime_minutes(8 * 60),
+    params:
+        data=lambda wc, input: str(Path(input.data).parent),
+        pretrained=pretrained_flag,
+        state=state_dir,
+        hp=lambda wc: as_json(finetune_hparams(wc)),
     shell:
         "plus finetune --task {wildcards.task} --data {params.data} {params.pretrained} "
         "--seed {wildcards.seed} --hparams '{params.hp}' --state-dir {params.state} "
@@ -37,16 +39,18 @@ rule evaluate:
     output:
         metrics="results/finetune/{task}/{model}/{ablation}/seed{seed}/metrics.json",
         predictions="results/finetune/{task}/{model}/{ablation}/seed{seed}/predictions.npz",
-    params:
-        data=lambda wc, input: str(Path(input.data).parent),
-        hp=lambda wc: as_json(finetune_hparams(wc)),
     log:
         "logs/evaluate/{task}/{model}/{ablation}/seed{seed}.log",
+    conda:
+        "../envs/plus.yaml"
     threads: 1
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=runtime_minutes(60),
+    params:
+        data=lambda wc, input: str(Path(input.data).parent),
+        hp=lambda wc: as_json(finetune_hparams(wc)),
     shell:
         "plus evaluate --task {wildcards.task} --data {params.data} --model {input.model} "
         "--seed {wildcards.seed} --hparams '{params.hp}' --out-metrics {output.metrics} "
@@ -59,11 +63,13 @@ rule baseline_trivial:
         data="results/data/{task}/manifest.json",
     output:
         metrics="results/baselines/{task}/trivial/metrics.json",
+    log:
+        "logs/baselines/{task}_trivial.log",
+    conda:
+        "../envs/plus.yaml"
     params:
         data=lambda wc, input: str(Path(input.data).parent),
         fidelity=as_json(fidelity("plus")),
-    log:
-        "logs/baselines/{task}_trivial.log",
     shell:
         "plus baseline --task {wildcards.task} --kind trivial --data {params.data} "
         "--fidelity '{params.fidelity}' --out-metrics {output.metrics} > {log} 2>&1"
@@ -74,12 +80,14 @@ rule baseline_phmmer:
         data="results/data/homology/manifest.json",
     output:
         metrics="results/baselines/homology/phmmer/metrics.json",
+    log:
+        "logs/baselines/homology_phmmer.log",
+    conda:
+        "../envs/plus.yaml"
+    threads: 2
     params:
         data=lambda wc, input: str(Path(input.data).parent),
         fidelity=as_json(fidelity("plus")),
-    log:
-        "logs/baselines/homology_phmmer.log",
-    threads: 2
     shell:
         "plus baseline --task homology --kind phmmer --data {params.data} --cpus {threads} "
         "--fidelity '{params.fidelity}' --out-metrics {output.metrics} > {log} 2>&1"

@@ -11,20 +11,42 @@ rule demo_pfam_corpus:
             + glob.glob("data/embedded/pfam/*/*.sth")
         ),
         search=expand(
-            "results/data/{task}/manifest.json",
+            "resources/demo_pfam/search/{task}/manifest.json",
             task=["solubility", "localization", "stability"],
         ),
     output:
         fasta="resources/demo_pfam/Pfam-A.fasta.gz",
+    log:
+        "logs/pfam/demo_corpus.log",
+    conda:
+        "../envs/plus.yaml"
+    threads: 2
     params:
         evalue=config["pfam"].get("search_evalue", 1e-5),
         search=lambda wc, input: " ".join(str(Path(m).parent / "train.fa") for m in input.search),
-    log:
-        "logs/pfam/demo_corpus.log",
-    threads: 2
     shell:
         "plus pfam demo-corpus --seeds {input.seeds} --search-fasta {params.search} "
         "--evalue {params.evalue} --cpus {threads} --out {output.fasta} > {log} 2>&1"
+
+
+rule demo_search_space:
+    """The complete training splits (no demo subsampling) of three tasks: the sequences searched with the
+    Pfam seed HMMs. Test splits are never searched, so the corpus cannot leak into any test set."""
+    input:
+        unpack(task_raw),
+    output:
+        manifest="resources/demo_pfam/search/{task}/manifest.json",
+    log:
+        "logs/pfam/search_space_{task}.log",
+    conda:
+        "../envs/plus.yaml"
+    params:
+        outdir=lambda wc, output: str(Path(output.manifest).parent),
+        seed=config["data"]["seed"],
+        raw=raw_flags,
+    shell:
+        "plus data convert --task {wildcards.task} --source embedded --raw {params.raw} "
+        "--outdir {params.outdir} --seed {params.seed} > {log} 2>&1"
 
 
 rule pfam_preprocess:
@@ -35,6 +57,16 @@ rule pfam_preprocess:
         tokens="results/pfam/{variant}/train_tokens.npy",
         test_pairs="results/pfam/{variant}/test_pairs.tsv",
         val_pairs="results/pfam/{variant}/val_pairs.tsv",
+    log:
+        "logs/pfam/preprocess_{variant}.log",
+    benchmark:
+        "results/benchmarks/pfam/preprocess_{variant}.tsv"
+    conda:
+        "../envs/plus.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=lambda wc, attempt: 240 * attempt,
     params:
         outdir=lambda wc, output: str(Path(output.stats).parent),
         seed=config["pfam"]["split_seed"],
@@ -44,14 +76,6 @@ rule pfam_preprocess:
         n_val_pairs=config["pfam"]["n_val_pairs"],
         filters=pfam_variant_params,
         max_len=max_len_flag,
-    log:
-        "logs/pfam/preprocess_{variant}.log",
-    benchmark:
-        "results/benchmarks/pfam/preprocess_{variant}.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=lambda wc, attempt: 240 * attempt,
     shell:
         "plus pfam preprocess --input {input.fasta} --outdir {params.outdir} "
         "--seed {params.seed} --test-fraction {params.test_fraction} "

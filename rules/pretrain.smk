@@ -14,15 +14,12 @@ rule pretrain:
             category="Pre-training",
             labels={"model": "{model}", "ablation": "{ablation}", "seed": "{seed}"},
         ),
-    params:
-        corpus=lambda wc, input: str(Path(input.corpus).parent),
-        state=state_dir,
-        hp=lambda wc: as_json(pretrain_hparams(wc)),
-        launch=launcher,
     log:
         "logs/pretrain/{model}/{ablation}/seed{seed}.log",
     benchmark:
         "results/benchmarks/pretrain/{model}/{ablation}/seed{seed}.tsv"
+    conda:
+        "../envs/plus.yaml"
     threads: 2
     resources:
         gpu=gpus,
@@ -30,6 +27,11 @@ rule pretrain:
         tasks_per_gpu=0,
         mem_mb=32000,
         runtime=runtime_minutes(24 * 60),
+    params:
+        corpus=lambda wc, input: str(Path(input.corpus).parent),
+        state=state_dir,
+        hp=lambda wc: as_json(pretrain_hparams(wc)),
+        launch=launcher,
     shell:
         "{params.launch} pretrain --corpus {params.corpus} --seed {wildcards.seed} "
         "--hparams '{params.hp}' --state-dir {params.state} --out-model {output.model} "

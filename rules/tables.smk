@@ -16,11 +16,13 @@ rule task_table:
             labels={"task": "{task}", "kind": "table"},
         ),
         md="results/tables/{task}.md",
+    log:
+        "logs/tables/{task}.log",
+    conda:
+        "../envs/plus.yaml"
     params:
         test_sets=test_set_map,
         labels=model_labels(),
-    log:
-        "logs/tables/{task}.log",
     shell:
         "plus tables --task {wildcards.task} --runs {input.runs} --expected {input.runs} "
         "--baselines {input.baselines} --published {input.published} "
@@ -42,6 +44,8 @@ rule summary_table:
         md="results/tables/summary.md",
     log:
         "logs/tables/summary.log",
+    conda:
+        "../envs/plus.yaml"
     shell:
         "plus tables-summary --tables {input.tables} --out-csv {output.csv} --out-md {output.md} "
         "> {log} 2>&1"
@@ -59,10 +63,12 @@ rule pretraining_table:
             labels={"task": "pre-training", "kind": "table"},
         ),
         md="results/tables/pretraining.md",
-    params:
-        labels=model_labels(),
     log:
         "logs/tables/pretraining.log",
+    conda:
+        "../envs/plus.yaml"
+    params:
+        labels=model_labels(),
     shell:
         "plus tables-pretraining --runs {input.runs} --expected {input.runs} "
         "--model-label {params.labels} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
@@ -82,6 +88,8 @@ rule ablation_plot:
         svg="results/plots/{task}_ablation.svg",
     log:
         "logs/plots/{task}_ablation.log",
+    conda:
+        "../envs/plus.yaml"
     shell:
         "plus plot ablation --task {wildcards.task} --runs {input.runs} "
         "--out-png {output.png} --out-svg {output.svg} > {log} 2>&1"
@@ -101,6 +109,8 @@ rule pretrain_curves_plot:
         svg="results/plots/pretrain_curves.svg",
     log:
         "logs/plots/pretrain_curves.log",
+    conda:
+        "../envs/plus.yaml"
     shell:
         "plus plot pretrain-curves --curves {input.curves} --out-png {output.png} "
         "--out-svg {output.svg} > {log} 2>&1"
@@ -119,5 +129,7 @@ rule provenance:
         ),
     log:
         "logs/provenance.log",
+    conda:
+        "../envs/plus.yaml"
     shell:
         "plus provenance --runs {input.runs} --out {output.json} --out-csv {output.csv} > {log} 2>&1"

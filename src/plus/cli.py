@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_download(sub)
     pfam.add_parser(sub)
+    sub.choices["pfam"].set_defaults(func=pfam.run)
     data = sub.add_parser("data", help="downstream task data").add_subparsers(dest="data_command", required=True)
     convert.add_parser(data)
     _add_pretrain(sub)

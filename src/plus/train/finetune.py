@@ -252,6 +252,15 @@ def targets_of(task: Task, records):
 
 
 # ------------------------------------------------------------------ fine-tuning
+def subsample_dev(records, hp, seed):
+    """Seeded subsample of the dev split for model selection (`max_dev`, a demo-scale knob; off by default)."""
+    n = hp.get("max_dev")
+    if not n or n >= len(records):
+        return records
+    keep = np.sort(np.random.default_rng([seed, 31337]).choice(len(records), n, replace=False))
+    return [records[i] for i in keep]
+
+
 def build_model(task: Task, hparams: dict, pretrained=None) -> FinetuneModel:
     model_cfg, fidelity = hparams["model"], hparams.get("fidelity", {})
     if (task.name, model_cfg["family"]) not in SUPPORTED:
@@ -276,7 +285,7 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
     seed_everything(seed)
     model = build_model(task, hparams, pretrained).to(rt.device)
     train_recs = read_split(data_dir, manifest["splits"]["train"], manifest)
-    dev_recs = read_split(data_dir, manifest["splits"]["dev"], manifest)
+    dev_recs = subsample_dev(read_split(data_dir, manifest["splits"]["dev"], manifest), hp, seed)
     sampler = HomologySampler(train_recs, fidelity.get("b4_broken_homology_sampler", True)) \
         if task.kind == "pair" else None
     if task.kind != "pair":
@@ -402,6 +411,10 @@ HEADLINE_CI = {"homology": ["acc", "r", "rho", "aupr_cl", "aupr_fo", "aupr_sf", 
                "transmembrane": ["acc", "acc_p"]}
 
 
+def _ratio(correct, total):
+    return correct.sum() / total.sum()
+
+
 def bootstrap_all(task: Task, out, tgt, point, fidelity, seed, n_boot, cutoffs) -> dict:
     """95 % percentile bootstrap intervals over test examples (proteins or pairs) for the task's metrics."""
     keys = [k for k in HEADLINE_CI[task.name] if k in point]
@@ -412,7 +425,7 @@ def bootstrap_all(task: Task, out, tgt, point, fidelity, seed, n_boot, cutoffs) 
         correct = np.array([int((np.asarray(o).argmax(1) == t).sum()) for o, t in zip(out, tgt)])
         lengths = np.array([len(t) for t in tgt])
         verdict = np.asarray(full["protein_correct"], dtype=float)
-        return {"acc": list(M.bootstrap_ci(lambda c, n: c.sum() / n.sum(), correct, lengths, n=n_boot, seed=seed)),
+        return {"acc": list(M.bootstrap_ci(_ratio, correct, lengths, n=n_boot, seed=seed)),
                 "acc_p": list(M.bootstrap_ci(lambda v: v.mean(), verdict, n=n_boot, seed=seed))}
     if task.name == "secstr":
         def per(o, t):
@@ -423,8 +436,8 @@ def bootstrap_all(task: Task, out, tgt, point, fidelity, seed, n_boot, cutoffs) 
             return int((p8 == t).sum()), int((groups == np.asarray(M.SS8_TO_SS3)[t]).sum())
         counts = np.array([per(np.asarray(o), np.asarray(t)) for o, t in zip(out, tgt)])
         lengths = np.array([len(t) for t in tgt])
-        return {"acc8": list(M.bootstrap_ci(lambda c, n: c.sum() / n.sum(), counts[:, 0], lengths, n=n_boot, seed=seed)),
-                "acc3": list(M.bootstrap_ci(lambda c, n: c.sum() / n.sum(), counts[:, 1], lengths, n=n_boot, seed=seed))}
+        return {key: list(M.bootstrap_ci(_ratio, counts[:, k], lengths, n=n_boot, seed=seed))
+                for k, key in enumerate(("acc8", "acc3"))}
     ci = {}
     for k in keys:
         def fn(o, t, k=k):

@@ -345,7 +345,7 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
         net = unwrap(model)
         net.load_state_dict(best["state"])
         test = evaluate_pairs(model, test_pairs, family, hp, fidelity, rt.device, max_len, seed)
-        freq = np.bincount(np.asarray(corpus.tokens_flat[: corpus.offsets[n_train]]), minlength=22)[1:21]
+        freq = np.bincount(np.asarray(corpus.token_array[: corpus.offsets[n_train]]), minlength=22)[1:21]
         result = {
             "model": model_name, "ablation": ablation, "seed": seed, "family": family,
             "steps": step, "best_step": best["step"], "selected_on": select_file,

@@ -1,0 +1,138 @@
+"""The Snakemake workflow itself: paper-scale DAG, config validation, targeted runs, lint, and one small
+end-to-end run of the whole chain on the embedded real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+TASKS = ["homology", "solubility", "localization", "stability", "fluorescence", "secstr", "transmembrane"]
+
+
+def snakemake(*args, cwd=ROOT, check=True, timeout=600):
+    res = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def job_counts(output: str) -> dict[str, int]:
+    counts, table = {}, False
+    for line in output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            table = True
+            continue
+        if table:
+            m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+            if m:
+                counts[m.group(1)] = int(m.group(2))
+            elif counts and not line.strip().startswith("-"):
+                break
+    return counts
+
+
+def workdir(tmp_path: Path) -> Path:
+    """A working directory that sees the repository's config and data, with its own results/."""
+    for name in ("config.yaml", "data", "demo", "tests"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    return tmp_path
+
+
+def test_paper_scale_dry_run_lists_the_complete_dag_quickly(tmp_path):
+    start = time.monotonic()
+    res = snakemake("-s", str(ROOT / "Snakefile"), "-n", "--quiet", "all", cwd=workdir(tmp_path))
+    elapsed = time.monotonic() - start
+    counts = job_counts(res.stdout)
+    print(f"paper-scale dry run: {sum(counts.values())} jobs in {elapsed:.1f} s: {counts}")
+    assert elapsed < 10
+    assert counts["download_pfam"] == 1 and counts["pfam_preprocess"] == 3
+    assert counts["download_artefact"] == 12  # 7 canonical releases (DeepSol as its 6 files)
+    assert counts["convert_task"] == 7
+    # experiments: base x 5 ablations, large x 2, tfm, p-elmo; 'none' is not pre-trained; 3 seeds
+    assert counts["pretrain"] == (4 + 1 + 1 + 1) * 3
+    assert counts["finetune"] == counts["evaluate"] == 9 * 7 * 3
+    assert counts["task_table"] == 7 and counts["summary_table"] == 1
+
+
+def test_single_table_target_schedules_only_its_chain(tmp_path):
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "-n", "-p",
+                    "results/tables/secstr.csv", cwd=workdir(tmp_path))
+    counts = job_counts(res.stdout)
+    assert counts["finetune"] == 4 and counts["evaluate"] == 4  # rnn plus/mlm_only/none + tfm plus
+    assert counts["pretrain"] == 3 and counts.get("task_table") == 1
+    outputs = re.findall(r"results/finetune/(\w+)/", res.stdout)
+    assert set(outputs) == {"secstr"}
+    assert "summary_table" not in counts and "ablation_plot" not in counts
+
+
+def test_config_typos_stop_the_workflow_naming_the_key(tmp_path):
+    wd = workdir(tmp_path)
+    (wd / "typo.yaml").write_text("pretrain:\n  rnn:\n    learning_rate: 0.01\n")
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "typo.yaml", "-n", cwd=wd, check=False)
+    assert res.returncode != 0
+    assert "learning_rate" in res.stdout + res.stderr
+    (wd / "type.yaml").write_text("seeds: three\n")
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "type.yaml", "-n", cwd=wd, check=False)
+    assert res.returncode != 0 and "seeds" in res.stdout + res.stderr
+    (wd / "model.yaml").write_text("experiments:\n  - {model: plus-rnn_huge, ablations: [plus]}\n")
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "model.yaml", "-n", cwd=wd, check=False)
+    assert res.returncode != 0 and "plus-rnn_huge" in res.stdout + res.stderr
+
+
+def test_lint_is_clean():
+    res = snakemake("--lint", check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "Lints for" not in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_end_to_end_on_embedded_data(tmp_path):
+    """The whole chain (corpus -> pre-training -> 7 tasks -> tables, plots, report) at the smallest size."""
+    wd = workdir(tmp_path)
+    start = time.monotonic()
+    snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",
+              "--cores", "2", "all", cwd=wd, timeout=1500)
+    elapsed = time.monotonic() - start
+    results = wd / "results"
+    for task in TASKS:
+        table = pd.read_csv(results / "tables" / f"{task}.csv")
+        runs = table[table["kind"] == "run"]
+        assert len(runs) == 2, task  # PLUS-RNN plus and none
+        values = runs.filter(like="/mean").to_numpy(dtype=float)
+        assert (~pd.isna(values)).any(), task
+        assert (results / "plots" / f"{task}_ablation.png").stat().st_size > 0
+    summary = pd.read_csv(results / "tables" / "summary.csv")
+    assert len(summary) >= 2
+    metrics = json.loads((results / "finetune/secstr/plus-rnn_tiny/plus/seed0/metrics.json").read_text())
+    assert set(metrics["test_sets"]) == {"cb513", "ts115", "casp12"}
+    assert 0 < metrics["test_sets"]["ts115"]["acc3"] <= 1
+    pre = json.loads((results / "pretrain/plus-rnn_tiny/plus/seed0/metrics.json").read_text())
+    assert pre["provenance"]["torch"].startswith("2.")
+    assert json.loads((results / "provenance.json").read_text())
+    snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",
+              "--report", "results/report.html", cwd=wd)
+    assert (results / "report.html").stat().st_size > 10_000
+    print(f"end-to-end run on embedded data: {elapsed:.0f} s")
+    # forcing one ablation's pre-training reruns only what depends on it
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",
+                    "-n", "--quiet", "--forcerun", "results/pretrain/plus-rnn_tiny/plus/seed0/model.pt", "all",
+                    cwd=wd)
+    counts = job_counts(res.stdout)
+    assert counts["pretrain"] == 1 and counts["finetune"] == counts["evaluate"] == len(TASKS)
+    assert "convert_task" not in counts and "baseline_trivial" not in counts
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",
+                    "-n", "--quiet", "all", cwd=wd)
+    assert "Nothing to be done" in res.stdout + res.stderr
+    shutil.rmtree(results / "state", ignore_errors=True)
