@@ -42,9 +42,7 @@ def trivial(task_name: str, data_dir, out_metrics, fidelity: dict | None = None)
             logits = np.log(counts / counts.sum() + 1e-9)
             res = task.metrics(np.tile(logits, (len(recs), 1)), np.array([r[2] for r in recs]), fidelity)
             how = f"majority training class {int(counts.argmax())}"
-        res = {k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        res["n"] = len(recs)
-        results[name] = res
+        results[name] = {**task.report(res), "n": len(recs)}
     metrics = {"task": task_name, "model": "trivial", "ablation": "-", "seed": 0, "test_sets": results,
                "description": how}
     write_json(out_metrics, metrics)
@@ -64,12 +62,16 @@ def phmmer_scores(pairs, cpus: int = 2) -> np.ndarray:
     block = pyhmmer.easel.DigitalSequenceBlock(alphabet, digital)
     hits = {}
     for top in pyhmmer.hmmer.phmmer(block, block, cpus=cpus, E=1000.0, domE=1000.0, incE=1000.0):
-        q = int(top.query.name.decode() if hasattr(top.query, "name") else top.query_name.decode())
+        q = int(_text(top.query.name))
         for hit in top:
-            hits[(q, int(hit.name.decode()))] = hit.score
+            hits[(q, int(_text(hit.name)))] = hit.score
     scores = np.array([hits.get((index[r[2]], index[r[3]]), np.nan) for r in pairs], dtype=np.float64)
     floor = np.nanmin(scores) - 1 if np.isfinite(scores).any() else 0.0
     return np.where(np.isfinite(scores), scores, floor)
+
+
+def _text(name) -> str:
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def _clean(seq: str) -> str:
@@ -88,9 +90,7 @@ def phmmer(data_dir, out_metrics, cpus: int = 2, fidelity: dict | None = None) -
     for name, fname in manifest["splits"]["test"].items():
         recs = read_split(data_dir, fname, manifest)
         res = M.homology_metrics_from_scores(phmmer_scores(recs, cpus), np.array([r[4] for r in recs]), cutoffs)
-        res = {k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        res["n"] = len(recs)
-        results[name] = res
+        results[name] = {**get_task("homology").report(res), "n": len(recs)}
     metrics = {"task": "homology", "model": "phmmer", "ablation": "-", "seed": 0, "test_sets": results,
                "description": "pyhmmer phmmer bit score of A against B (E <= 1000 reported; no hit = lowest)"}
     write_json(out_metrics, metrics)

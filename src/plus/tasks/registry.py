@@ -26,6 +26,14 @@ class Task:
     headline: str  # metric that selects the summary-table column
     label_chars: str = ""  # residue tasks: label alphabet, index = class id
 
+    @property
+    def reported(self) -> tuple[str, ...]:
+        """The metrics the paper's tables report for this task (what metrics.json keeps per test set)."""
+        return REPORTED[self.name]
+
+    def report(self, values: dict) -> dict:
+        return {k: float(values[k]) for k in self.reported if k in values}
+
     def metrics(self, outputs, targets, fidelity: dict, cutoffs=None) -> dict:
         """Test-set metrics from per-example outputs (logits / predictions) and targets."""
         if self.name == "homology":
@@ -57,6 +65,16 @@ def homology_metrics(outputs, targets, cutoffs=None) -> dict:
     res["argmax_acc"] = float((probs.argmax(1) == np.asarray(targets)).mean())
     return res
 
+
+REPORTED = {
+    "homology": ("acc", "argmax_acc", "r", "rho", "aupr_cl", "aupr_fo", "aupr_sf", "aupr_fa"),
+    "solubility": ("acc", "mcc"),
+    "localization": ("acc",),
+    "stability": ("spearman", "pearson"),
+    "fluorescence": ("spearman", "pearson"),
+    "secstr": ("acc8", "acc3"),
+    "transmembrane": ("acc", "acc_p"),
+}
 
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task("homology", "pair", 5, "ordinal", "acc"),
