@@ -433,11 +433,14 @@ def bootstrap_all(task: Task, out, tgt, point, fidelity, seed, n_boot, cutoffs) 
         lengths = np.array([len(t) for t in tgt])
         return {key: list(M.bootstrap_ci(_ratio, counts[:, k], lengths, n=n_boot, seed=seed))
                 for k, key in enumerate(("acc8", "acc3"))}
-    ci = {}
-    for k in keys:
-        def fn(o, t, k=k):
-            return task.metrics(o, t, fidelity, cutoffs=cutoffs if cutoffs is not None else point.get("cutoffs")
-                                ).get(k, float("nan")) if task.name == "homology" else task.metrics(o, t, fidelity)[k]
-        ci[k] = list(M.bootstrap_ci(fn, np.asarray(out), np.asarray(tgt), n=n_boot if task.name != "homology"
-                                    else min(n_boot, 200), seed=seed))
-    return ci
+    # protein / pair level: every metric from the same resamples (one metrics call per resample);
+    # homology refits its level cut-offs inside each resample, as the reference fits them on the evaluated set
+    out, tgt = np.asarray(out), np.asarray(tgt)
+    rng = np.random.default_rng(seed)
+    draws = {k: [] for k in keys}
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(tgt), len(tgt))
+        values = task.metrics(out[idx], tgt[idx], fidelity, cutoffs=cutoffs)
+        for k in keys:
+            draws[k].append(values.get(k, np.nan))
+    return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}
