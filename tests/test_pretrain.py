@@ -111,7 +111,7 @@ def corpus(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pfam")
     seeds = sorted(p for p in (ROOT / "data/embedded/pfam").glob("*/*") if p.suffix != ".hmm")
     build_demo_corpus(seeds, [], tmp / "Pfam-A.fasta.gz", enlarge=False)
-    preprocess(tmp / "Pfam-A.fasta.gz", tmp / "rnn", seed=2020, test_fraction=0.2, min_len=20,
+    preprocess(tmp / "Pfam-A.fasta.gz", tmp / "rnn", seed=2020, test_fraction=0.2, min_len=20, max_len=400,
                min_family_size=10, val_fraction=0.1, n_test_pairs=200, n_val_pairs=200)
     return tmp / "rnn"
 
@@ -177,7 +177,7 @@ def test_two_process_torchrun_keeps_ranks_in_sync_and_loss_falls(corpus, tmp_pat
 
 @pytest.mark.slow
 def test_short_pretraining_learns_mlm_and_sfp(corpus, tmp_path):
-    hp = tiny_hparams(epochs=12, eval_every=50)
+    hp = tiny_hparams(epochs=24, eval_every=100, lr=5e-3)
     hp["model"] = {"family": "rnn", "hidden_dim": 64, "num_layers": 2, "proj_dim": 32, "corpus": "rnn"}
     hp["threads"] = 2
     proc = run_pretrain(corpus, tmp_path, hp)

@@ -300,7 +300,8 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
         epoch, in_epoch = divmod(step, steps_per_epoch)
         anchors = np.random.default_rng([seed, epoch]).permutation(n_train)
         data = PairBatches(corpus, index, family, hp, fidelity, seed, epoch, anchors, max_len)
-        order = list(range(in_epoch * rt.world + rt.rank, batches_per_epoch, rt.world))
+        # every rank takes the same number of batches (wrapping around), or DDP's all-reduce would hang
+        order = [(k * rt.world + rt.rank) % batches_per_epoch for k in range(in_epoch, steps_per_epoch)]
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, order), batch_size=None,
                                              num_workers=hp.get("num_workers", 0))
         for batch in loader:
