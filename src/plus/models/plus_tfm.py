@@ -24,15 +24,21 @@ def tfm_single_input(tokens: np.ndarray, max_len: int) -> tuple[np.ndarray, np.n
     return out, np.zeros(max_len, dtype=np.int64), mask
 
 
-def tfm_pair_input(a: np.ndarray, b: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`[CLS] a [SEP] b [SEP]` padded to max_len: tokens, segments (1 on `b [SEP]`), mask. While too long, the
-    last residue of the longer sequence is dropped (ties shorten b)."""
-    la, lb = len(a), len(b)
+def pair_lengths(la: int, lb: int, max_len: int) -> tuple[int, int]:
+    """Kept lengths of a pair under the reference truncation: while too long, drop the last residue of the longer
+    sequence (ties shorten b)."""
     while la + lb > max_len - 3:
         if la > lb:
             la -= 1
         else:
             lb -= 1
+    return la, lb
+
+
+def tfm_pair_input(a: np.ndarray, b: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`[CLS] a [SEP] b [SEP]` padded to max_len: tokens, segments (1 on `b [SEP]`), mask. While too long, the
+    last residue of the longer sequence is dropped (ties shorten b)."""
+    la, lb = pair_lengths(len(a), len(b), max_len)
     out = np.zeros(max_len, dtype=np.int64)
     out[0], out[1 : la + 1], out[la + 1] = TFM_CLS, np.asarray(a[:la], dtype=np.int64), TFM_SEP
     out[la + 2 : la + lb + 2], out[la + lb + 2] = np.asarray(b[:lb], dtype=np.int64), TFM_SEP

@@ -100,15 +100,12 @@ def make_batch(family, seqs_a, seqs_b, labels, rng, hp, max_len=None, mask=True)
 
 
 def _truncate_pair(a, b, max_len):
-    """Reference pair truncation: drop the last residue of the longer sequence until it fits."""
+    """Reference pair truncation (before masking, so masked positions stay inside the input)."""
     if max_len is None:
         return a, b
-    la, lb = len(a), len(b)
-    while la + lb > max_len - 3:
-        if la > lb:
-            la -= 1
-        else:
-            lb -= 1
+    from plus.models.plus_tfm import pair_lengths
+
+    la, lb = pair_lengths(len(a), len(b), max_len)
     return a[:la], b[:lb]
 
 
