@@ -315,7 +315,7 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
                 with torch.no_grad():
                     unwrap(model).ordinal_weight.clamp_(min=0)  # B3 fixed: in-place clamp
             step += 1
-            running["loss"].append(float(r["loss"]))
+            running["loss"].append(r["loss"].item())
             if "mlm_loss" in r:
                 running["mlm"].append(r["mlm_correct"] / max(r["mlm_n"], 1))
             if "sfp_loss" in r:
