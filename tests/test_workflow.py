@@ -128,8 +128,8 @@ def test_end_to_end_on_embedded_data(tmp_path):
     print(f"end-to-end run on embedded data: {elapsed:.0f} s")
     # forcing one ablation's pre-training reruns only what depends on it
     res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",
-                    "-n", "--quiet", "--forcerun", "results/pretrain/plus-rnn_tiny/plus/seed0/model.pt", "all",
-                    cwd=wd)
+                    "-n", "--quiet", "all", "--forcerun", "results/pretrain/plus-rnn_tiny/plus/seed0/model.pt",
+                    cwd=wd)  # --forcerun takes every argument after it: the target comes first
     counts = job_counts(res.stdout)
     assert counts["pretrain"] == 1 and counts["finetune"] == counts["evaluate"] == len(TASKS)
     assert "convert_task" not in counts and "baseline_trivial" not in counts
