@@ -35,11 +35,7 @@ from plus.train.common import (
     write_curve,
 )
 from plus.train.homology_sampler import HomologySampler
-from plus.train.masking import mask_tokens
-
-
-def _active(weight) -> bool:
-    return weight is not None and weight != -1
+from plus.train.masking import loss_active, mask_tokens, pad_targets
 
 
 # ------------------------------------------------------------------ model
@@ -84,7 +80,7 @@ class FinetuneModel(nn.Module):
 # ------------------------------------------------------------------ batches
 def make_batch(task: Task, family: str, records, rng, hp, max_len, mask: bool):
     """Collate records of one task kind; MLM-mask the inputs when `mask`."""
-    do_mask = mask and _active(hp.get("lambda_mlm")) and hp.get("max_pred", 50) > 0
+    do_mask = mask and loss_active(hp.get("lambda_mlm")) and hp.get("max_pred", 50) > 0
     if task.kind == "pair":
         seqs = [encode(r[2]) for r in records] + [encode(r[3]) for r in records]
         targets = torch.tensor([r[4] for r in records], dtype=torch.long)
@@ -132,12 +128,7 @@ def make_batch(task: Task, family: str, records, rng, hp, max_len, mask: bool):
         batch.update(tokens=torch.as_tensor(np.stack(toks)[:, :width]),
                      segments=torch.as_tensor(np.stack(segs)[:, :width]),
                      input_mask=torch.as_tensor(np.stack(msks)[:, :width]).bool())
-    width = max([len(p) for p in pos] + [1])
-    P, T, W = (np.zeros((len(pos), width), np.int64), np.zeros((len(pos), width), np.int64),
-               np.zeros((len(pos), width), bool))
-    for i, (p, o) in enumerate(zip(pos, orig)):
-        P[i, :len(p)], T[i, :len(o)], W[i, :len(p)] = p, o, True
-    batch.update(masked_pos=torch.as_tensor(P), masked_tokens=torch.as_tensor(T), masked_weights=torch.as_tensor(W))
+    batch.update(pad_targets(pos, orig))
     return batch
 
 
@@ -188,7 +179,7 @@ def mlm_loss(model: FinetuneModel, h, batch, fidelity):
 def combined_loss(model, outputs, h, batch, hp, fidelity):
     lt, lm = hp.get("lambda_task", 1.0), hp.get("lambda_mlm", -1)
     total = lt * task_loss(model.task, model.family, outputs, batch, fidelity)
-    if _active(lm) and batch["masked_weights"].any():
+    if loss_active(lm) and batch["masked_weights"].any():
         la, lb = mlm_loss(model, h, batch, fidelity)
         if model.task.kind == "pair" and fidelity.get("b1_drop_second_mlm_loss", True):
             total = total + (lm + lm**2) * la  # B1, as in pre-training
@@ -224,7 +215,7 @@ def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0):
         out, h = model(batch)
         if with_loss:
             loss = hp.get("lambda_task", 1.0) * task_loss(task, family, out, batch, {})
-            if _active(hp.get("lambda_mlm")):
+            if loss_active(hp.get("lambda_mlm")):
                 mb = _to(make_batch(task, family, chunk, rng, hp, model.max_len, mask=True), device)
                 _, hm = model(mb)
                 la, lb = mlm_loss(model, hm, mb, {})

@@ -45,6 +45,25 @@ def mask_pair_tfm(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, ratio:
     return ma, mb, np.concatenate([pa, pb]), np.concatenate([oa, ob])
 
 
+def loss_active(weight) -> bool:
+    """A loss weight of -1 (or None) switches that loss off, as in the reference configs."""
+    return weight is not None and weight != -1
+
+
+def pad_targets(pos, orig) -> dict:
+    """Zero-padded masked positions, original ids and slot weights of a batch, as tensors."""
+    import torch
+
+    width = max([len(p) for p in pos] + [1])
+    P = np.zeros((len(pos), width), np.int64)
+    T = np.zeros((len(pos), width), np.int64)
+    W = np.zeros((len(pos), width), bool)
+    for i, (p, o) in enumerate(zip(pos, orig)):
+        P[i, :len(p)], T[i, :len(o)], W[i, :len(p)] = p, o, True
+    return {"masked_pos": torch.as_tensor(P), "masked_tokens": torch.as_tensor(T),
+            "masked_weights": torch.as_tensor(W)}
+
+
 class FamilyIndex:
     """Sequence indices grouped by family, for vectorised partner sampling."""
 

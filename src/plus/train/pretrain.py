@@ -29,11 +29,7 @@ from plus.train.common import (
     unwrap,
     write_curve,
 )
-from plus.train.masking import FamilyIndex, mask_pair_tfm, mask_tokens
-
-
-def _active(weight) -> bool:
-    return weight is not None and weight != -1
+from plus.train.masking import FamilyIndex, loss_active, mask_pair_tfm, mask_tokens, pad_targets
 
 
 # ------------------------------------------------------------------ batches
@@ -78,7 +74,7 @@ def make_batch(family, seqs_a, seqs_b, labels, rng, hp, max_len=None, mask=True)
             orig.append(o)
         tokens, lengths = collate_rnn([np.asarray(s) for s in seqs])
         return {"tokens": tokens, "lengths": lengths, "n_pairs": len(seqs_a), "labels": labels,
-                **_pad_targets(pos, orig)}
+                **pad_targets(pos, orig)}
     toks, segs, masks, pos, orig = [], [], [], [], []
     for a, b in zip(seqs_a, seqs_b):
         a, b = _truncate_pair(np.asarray(a, np.int64), np.asarray(b, np.int64), max_len)
@@ -96,7 +92,7 @@ def make_batch(family, seqs_a, seqs_b, labels, rng, hp, max_len=None, mask=True)
     return {"tokens": torch.as_tensor(np.stack(toks)[:, :width], dtype=torch.long),
             "segments": torch.as_tensor(np.stack(segs)[:, :width], dtype=torch.long),
             "input_mask": torch.as_tensor(np.stack(masks)[:, :width]).bool(),
-            "labels": labels, "n_pairs": len(seqs_a), **_pad_targets(pos, orig)}
+            "labels": labels, "n_pairs": len(seqs_a), **pad_targets(pos, orig)}
 
 
 def _truncate_pair(a, b, max_len):
@@ -107,17 +103,6 @@ def _truncate_pair(a, b, max_len):
 
     la, lb = pair_lengths(len(a), len(b), max_len)
     return a[:la], b[:lb]
-
-
-def _pad_targets(pos, orig):
-    width = max([len(p) for p in pos] + [1])
-    P = np.zeros((len(pos), width), np.int64)
-    T = np.zeros((len(pos), width), np.int64)
-    W = np.zeros((len(pos), width), bool)
-    for i, (p, o) in enumerate(zip(pos, orig)):
-        P[i, :len(p)], T[i, :len(o)], W[i, :len(p)] = p, o, True
-    return {"masked_pos": torch.as_tensor(P), "masked_tokens": torch.as_tensor(T),
-            "masked_weights": torch.as_tensor(W)}
 
 
 # ------------------------------------------------------------------ losses
@@ -169,12 +154,12 @@ def forward_losses(model, batch, family, hp, fidelity, device, train: bool, want
             out["sfp_n"] = n
     lam_mlm, lam_sfp = hp.get("lambda_mlm", 0.7), hp.get("lambda_sfp", 0.3)
     total = 0.0
-    if _active(lam_mlm) and "mlm_loss" in out:
+    if loss_active(lam_mlm) and "mlm_loss" in out:
         if family == "rnn" and fidelity.get("b1_drop_second_mlm_loss", True):
             total = total + (lam_mlm + lam_mlm**2) * out["mlm_loss_a"]  # B1: L_B replaced by 0.7 x L_A
         else:
             total = total + lam_mlm * out["mlm_loss"]
-    if _active(lam_sfp) and "sfp_loss" in out:
+    if loss_active(lam_sfp) and "sfp_loss" in out:
         total = total + lam_sfp * out["sfp_loss"]
     out["loss"] = total
     return out
@@ -222,9 +207,9 @@ def evaluate_pairs(model, pairs, family, hp, fidelity, device, max_len, seed=0):
         "n_pairs": tot["sfp_n"], "n_masked": tot["mlm_n"],
     }
     loss = 0.0
-    if _active(lam_mlm) and tot["mlm_n"]:
+    if loss_active(lam_mlm) and tot["mlm_n"]:
         loss += lam_mlm * res["mlm_loss"]
-    if _active(lam_sfp):
+    if loss_active(lam_sfp):
         loss += lam_sfp * res["sfp_loss"]
     res["loss"] = loss
     return res
@@ -257,7 +242,7 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
     if hp.get("max_steps"):
         total_steps = min(total_steps, hp["max_steps"])
     opt, sched, clip_global = build_optimizer(model, hp, total_steps, fidelity)
-    want_mlm, want_sfp = _active(hp.get("lambda_mlm")), _active(hp.get("lambda_sfp"))
+    want_mlm, want_sfp = loss_active(hp.get("lambda_mlm")), loss_active(hp.get("lambda_sfp"))
     if rt.world > 1:
         model = DDP(model, find_unused_parameters=not (want_mlm and want_sfp) or family == "tfm")
 
