@@ -117,6 +117,29 @@ def _add_baseline(sub):
     p.set_defaults(func=run)
 
 
+def _add_embed(sub):
+    p = sub.add_parser("embed", help="per-residue and pooled embeddings (h, z) of sequences, .npz or .h5")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--fasta", help="FASTA file (ids = first header word)")
+    src.add_argument("--data", help="converted task directory (manifest.json), e.g. results/data/homology")
+    p.add_argument("--sets", nargs="*", help="with --data: sequence sets (default: the test sets)")
+    p.add_argument("--model", required=True, help="model.pt of plus pretrain/finetune, or a reference state_dict")
+    p.add_argument("--hparams", type=_hparams, default=None,
+                   help="JSON with `model` (needed for PLUS-TFM; PLUS-RNN sizes are read off the weights)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pooled-only", action="store_true", help="leave out the per-residue h and z")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--out", required=True, help=".npz, or .h5/.hdf5 (needs h5py)")
+
+    def run(a):
+        from plus.embed import embed
+
+        embed(a.out, a.model, a.hparams, fasta=a.fasta, data=a.data, sets=a.sets, batch_size=a.batch_size,
+              pooled_only=a.pooled_only, threads=a.threads)
+
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from plus.data import convert, pfam
     from plus.report import cli as report_cli
@@ -133,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune(sub)
     _add_evaluate(sub)
     _add_baseline(sub)
+    _add_embed(sub)
     report_cli.add_parser(sub)
     return parser
 
