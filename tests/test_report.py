@@ -239,15 +239,25 @@ def test_plot_curves(tmp_path):
     _check_files(tmp_path / "pre.png", tmp_path / "pre.svg")
     assert [ax.get_xlabel() for ax in fig.axes] == ["optimizer step"] * 3
     assert "SFP accuracy (fraction of pairs)" in _svg_text(tmp_path / "pre.svg")
-    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} >= {"plus_rnn_base/plus", "val"}
+    assert {t.get_text() for t in fig.legends[0].get_texts()} >= {"plus_rnn_base/plus", "val"}
 
-    ft = tmp_path / "finetune/secstr/plus_rnn_base/plus/seed0/curve.csv"
-    ft.parent.mkdir(parents=True)
-    ft.write_text("epoch,train_loss,dev_loss,elapsed_s,dev_acc8\n1,1.2,1.3,10,0.4\n2,1.0,1.1,20,0.5\n")
-    fig = plots.plot_finetune_curves("secstr", [ft], tmp_path / "ft.png", tmp_path / "ft.svg")
+    ft = []
+    for ablation, seed in (("plus", 0), ("plus", 1), ("none", 0)):
+        path = tmp_path / f"finetune/secstr/plus_rnn_base/{ablation}/seed{seed}/curve.csv"
+        path.parent.mkdir(parents=True)
+        path.write_text(f"epoch,train_loss,dev_loss,elapsed_s,dev_acc8\n1,1.2,1.3,10,0.4\n2,1.0,1.1,20,0.{5 + seed}\n")
+        ft.append(path)
+    fig = plots.plot_finetune_curves("secstr", ft, tmp_path / "ft.png", tmp_path / "ft.svg")
     _check_files(tmp_path / "ft.png", tmp_path / "ft.svg")
     assert [ax.get_xlabel() for ax in fig.axes] == ["epoch"] * 3
-    assert fig.axes[1].get_ylabel() == "dev loss (per example, nats)"
+    assert [ax.get_ylabel() for ax in fig.axes] == ["training loss (nats per example)", "dev loss (nats per example)",
+                                                    "dev Q8 accuracy (fraction of residues)"]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["plus_rnn_base/plus", "plus_rnn_base/none", "seed 0", "seed 1"]
+    styles = {line.get_linestyle() for line in fig.axes[2].get_lines()}
+    assert len(fig.axes[2].get_lines()) == 3 and len(styles) == 2  # one line per run, one style per seed
+    fig = plots.plot_finetune_curves("stability", ft[:1], tmp_path / "st.png", tmp_path / "st.svg")
+    assert fig.axes[0].get_ylabel() == "training loss (MSE, target units²)"
 
 
 def test_plot_embeddings_real_domains(tmp_path):

@@ -6,6 +6,7 @@ tests can inspect titles, axis labels and legends.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -19,9 +20,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from plus.io import InputError, atomic_path  # noqa: E402
 from plus.report.tables import parse_run_path, read_run_metrics  # noqa: E402
+from plus.tasks.registry import TASKS as TASK_REGISTRY  # noqa: E402
 
 # Metrics shown in the ablation plot of each task (one panel per test set x metric).
 ABLATION_METRICS = {
@@ -41,6 +44,7 @@ METRIC_LABELS = {
     "mcc": "MCC (unitless, -1 to 1)",
     "spearman": "Spearman ρ (unitless)",
     "pearson": "Pearson r (unitless)",
+    "mse": "MSE (target units²)",
     "r": "Pearson r (unitless)",
     "rho": "Spearman ρ (unitless)",
     "aupr_cl": "AUPR, class level (unitless)",
@@ -48,6 +52,8 @@ METRIC_LABELS = {
     "aupr_sf": "AUPR, superfamily level (unitless)",
     "aupr_fa": "AUPR, family level (unitless)",
 }
+SCOP_CLASSES = {"a": "all-α", "b": "all-β", "c": "α/β", "d": "α+β", "e": "multi-domain", "f": "membrane",
+                "g": "small"}
 ABLATION_ORDER = ["plus", "mlm_only", "sfp_only", "none", "corrected"]
 
 plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 100, "savefig.dpi": 150})
@@ -127,31 +133,40 @@ def _read_curve(path, required: Sequence[str]) -> pd.DataFrame:
 
 
 def _curve_panels(curves, x, panels, title, out_png, out_svg, xlabel, split_col=None):
-    """curves: list of (run label, seed, DataFrame); panels: list of (column, y label)."""
+    """curves: list of (run label, seed, DataFrame); panels: list of (column, y label). Colour = run label;
+    line style = split (train dashed, val solid) with `split_col`, else the seed. One legend below the panels."""
     labels = list(dict.fromkeys(label for label, _, _ in curves))
     colors = dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
-    styles = {"train": "--", "val": "-"}
+    if split_col:
+        styles, kind = {"train": "--", "val": "-"}, "split"
+    else:
+        seeds = sorted({seed for _, seed, _ in curves})
+        styles, kind = dict(zip(seeds, itertools.cycle(["-", "--", ":", "-."]))), "seed"
     fig, axes = _grid(len(panels))
     for ax, (col, ylabel) in zip(axes, panels, strict=True):
-        for label, _seed, df in curves:
-            parts = df.groupby(split_col, sort=False) if split_col else [(None, df)]
-            for split, part in parts:
+        for label, seed, df in curves:
+            parts = df.groupby(split_col, sort=False) if split_col else [(seed, df)]
+            for key, part in parts:
                 if col not in part:
                     continue
                 part = part[[x, col]].apply(pd.to_numeric, errors="coerce").dropna()
                 if len(part):
-                    ax.plot(part[x], part[col], color=colors[label], linestyle=styles.get(split, "-"),
+                    ax.plot(part[x], part[col], color=colors[label], linestyle=styles.get(key, "-"),
                             marker="o" if len(part) < 30 else None, markersize=3, linewidth=1.2)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(ylabel.split(" (")[0])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=colors[lb], label=lb) for lb in labels]
-    if split_col:
-        handles += [Line2D([], [], color="grey", linestyle=s, label=k) for k, s in styles.items()]
-    axes[0].legend(handles=handles, title="model/ablation" + (", split" if split_col else ""), fontsize=8)
+    handles += [Line2D([], [], color="grey", linestyle=s, label=f"{kind} {k}" if kind == "seed" else k)
+                for k, s in styles.items()]
+    ncol = min(len(handles), 5)
+    fig.legend(handles=handles, title=f"model/ablation; line style: {kind}", loc="lower center", ncol=ncol,
+               fontsize=8, frameon=False)
     fig.suptitle(title)
-    return _save(fig, out_png, out_svg)
+    legend_in = 0.35 + 0.18 * math.ceil(len(handles) / ncol)
+    return _save(fig, out_png, out_svg, rect=(0, legend_in / fig.get_figheight(), 1, 1))
 
 
 def plot_pretrain_curves(curve_files: Sequence, out_png, out_svg):
@@ -170,17 +185,27 @@ def plot_pretrain_curves(curve_files: Sequence, out_png, out_svg):
 
 
 def plot_finetune_curves(task: str, curve_files: Sequence, out_png, out_svg):
-    """Train and dev loss (plus any other dev_* column) vs epoch for each model/ablation/seed of a task."""
+    """Train and dev loss (plus every other dev_* column) vs epoch for each model/ablation (colour) and seed
+    (line style) of a task. Losses are in nats per example; regression tasks: MSE in squared target units (plus
+    the auxiliary MLM term in nats when it is on)."""
     curves = []
     for path in curve_files:
         model, ablation, seed = parse_run_path(path)
         curves.append((f"{model}/{ablation}", seed,
                        _read_curve(path, ["epoch", "train_loss", "dev_loss", "elapsed_s"])))
+    task_def = TASK_REGISTRY.get(task)
+    unit = "MSE, target units²" if task_def and task_def.loss == "mse" else "nats per example"
+    panels = [("train_loss", f"training loss ({unit})"), ("dev_loss", f"dev loss ({unit})")]
     extra = [c for _, _, df in curves for c in df.columns if c.startswith("dev_") and c != "dev_loss"]
-    panels = [("train_loss", "training loss (per example, nats)"),
-              ("dev_loss", "dev loss (per example, nats)")]
-    panels += [(c, f"{c.replace('_', ' ')} (dev set)") for c in dict.fromkeys(extra)]
+    panels += [(c, _dev_label(c.removeprefix("dev_"))) for c in dict.fromkeys(extra)]
     return _curve_panels(curves, "epoch", panels, f"{task}: fine-tuning curves", out_png, out_svg, "epoch")
+
+
+def _dev_label(metric: str) -> str:
+    if metric in METRIC_LABELS:
+        return f"dev {METRIC_LABELS[metric]}"
+    unit = "nats" if "loss" in metric else "unitless"
+    return f"dev {metric.replace('_', ' ')} ({unit})"
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,8 +219,9 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_embeddings(npz_file: str | os.PathLike, out_png, out_svg, title: str | None = None):
-    """2-D PCA of pooled embeddings (npz keys pooled (N, D), labels (N,) SCOP class letters, ids (N,)),
-    one colour per class."""
+    """2-D PCA of pooled embeddings (npz keys pooled (N, D), labels (N,) SCOP class letters, ids (N,), as
+    written by `plus embed --data <homology>`), one colour per class; an optional `source` (N,) array (the
+    sequence files) is named in the title."""
     try:
         data = np.load(npz_file, allow_pickle=False)
     except FileNotFoundError as exc:
@@ -214,9 +240,12 @@ def plot_embeddings(npz_file: str | os.PathLike, out_png, out_svg, title: str | 
     for c in classes:
         sel = labels == c
         ax.scatter(coords[sel, 0], coords[sel, 1], s=12, alpha=0.75, color=colors[c],
-                   label=f"{c} (n={sel.sum()})")
+                   label=f"{c}{': ' + SCOP_CLASSES[c] if c in SCOP_CLASSES else ''} (n={sel.sum()})")
     ax.set_xlabel(f"PC1 ({100 * frac[0]:.1f} % of variance; unitless)")
     ax.set_ylabel(f"PC2 ({100 * frac[1]:.1f} % of variance; unitless)")
     ax.legend(title="SCOP class", fontsize=8, markerscale=1.5)
-    ax.set_title(title or f"Pooled embeddings of {len(labels)} domains (PCA)")
+    title = title or f"Pooled embeddings of {len(labels)} domains (PCA)"
+    if "source" in data:
+        title += f"\n{len(labels)} sequences from {', '.join(dict.fromkeys(map(str, data['source'])))}"
+    ax.set_title(title, fontsize=10)
     return _save(fig, out_png, out_svg)
