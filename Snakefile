@@ -20,6 +20,7 @@ include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/finetune.smk"
 include: "rules/tables.smk"
+include: "rules/embed.smk"
 
 
 rule all:

@@ -302,9 +302,30 @@ def published_files():
     return [f for f in config.get("published", {}).get("files", []) if Path(f).exists()]
 
 
+def embedding_run(required=False):
+    """The embedding picture's run: the first PLUS-RNN experiment with ablation `plus`, first seed."""
+    runs = [(m, a) for m, a in EXPERIMENTS if family(m) == "rnn" and a == "plus"]
+    if runs and "homology" in TASKS:
+        return (*runs[0], SEEDS[0])
+    if required:
+        raise ValueError("the embedding plot needs the homology task and a PLUS-RNN experiment (ablation plus)")
+    return None
+
+
+def embedding_npz(wildcards):
+    return "results/embeddings/{}/{}/seed{}/homology_test.npz".format(*embedding_run(required=True))
+
+
+def embedding_title(wildcards):
+    model, ablation, seed = embedding_run(required=True)
+    return f"{model_cfg(model).get('label', model)} ({ablation}, seed {seed}): mean-pooled h of the homology domains"
+
+
 def all_outputs():
     outputs = expand("results/tables/{task}.{ext}", task=TASKS, ext=["csv", "md"])
     outputs += ["results/tables/summary.csv", "results/tables/pretraining.csv"]
     outputs += expand("results/plots/{task}_ablation.png", task=TASKS)
     outputs += ["results/plots/pretrain_curves.png", "results/provenance.json"]
+    outputs += expand("results/plots/{task}_finetune_curves.png", task=TASKS)
+    outputs += ["results/plots/embeddings.png"] if embedding_run() else []
     return outputs

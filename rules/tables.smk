@@ -133,3 +133,24 @@ rule provenance:
         "../envs/plus.yaml"
     shell:
         "plus provenance --runs {input.runs} --out {output.json} --out-csv {output.csv} > {log} 2>&1"
+
+
+rule finetune_curves_plot:
+    input:
+        curves=lambda wc: [f.replace("metrics.json", "curve.csv") for f in task_runs(wc.task)],
+    output:
+        png=report(
+            "results/plots/{task}_finetune_curves.png",
+            caption="../report/finetune_curves.rst",
+            category="Plots",
+            subcategory="{task}",
+            labels={"task": "{task}", "kind": "fine-tuning curves"},
+        ),
+        svg="results/plots/{task}_finetune_curves.svg",
+    log:
+        "logs/plots/{task}_finetune_curves.log",
+    conda:
+        "../envs/plus.yaml"
+    shell:
+        "plus plot finetune-curves --task {wildcards.task} --curves {input.curves} --out-png {output.png} "
+        "--out-svg {output.svg} > {log} 2>&1"

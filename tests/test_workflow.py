@@ -65,6 +65,7 @@ def test_paper_scale_dry_run_lists_the_complete_dag_quickly(tmp_path):
     assert counts["pretrain"] == (4 + 1 + 1) * 3
     assert counts["finetune"] == counts["evaluate"] == 8 * 7 * 3
     assert counts["task_table"] == 7 and counts["summary_table"] == 1
+    assert counts["finetune_curves_plot"] == 7 and counts["embed"] == counts["embedding_plot"] == 1
 
 
 def test_single_table_target_schedules_only_its_chain(tmp_path):
@@ -76,6 +77,18 @@ def test_single_table_target_schedules_only_its_chain(tmp_path):
     outputs = re.findall(r"results/finetune/(\w+)/", res.stdout)
     assert set(outputs) == {"secstr"}
     assert "summary_table" not in counts and "ablation_plot" not in counts
+
+
+def test_embedding_plot_schedules_embed_and_only_its_pretraining(tmp_path):
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "-n", "-p",
+                    "results/plots/embeddings.png", cwd=workdir(tmp_path))
+    counts = job_counts(res.stdout)
+    assert counts["embed"] == counts["embedding_plot"] == counts["pretrain"] == counts["convert_task"] == 1
+    assert "finetune" not in counts and "evaluate" not in counts
+    # the first PLUS-RNN experiment with ablation plus, first seed; the homology test domains
+    assert "results/pretrain/plus-rnn_tiny/plus/seed0/model.pt" in res.stdout
+    assert "plus embed --data results/data/homology --model results/pretrain/plus-rnn_tiny/plus/seed0" in res.stdout
+    assert "results/embeddings/plus-rnn_tiny/plus/seed0/homology_test.npz" in res.stdout
 
 
 def test_config_typos_stop_the_workflow_naming_the_key(tmp_path):
