@@ -118,7 +118,7 @@ def _add_baseline(sub):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from plus.data import convert, pfam
+    from plus.data import convert, leakage, pfam
     from plus.report import cli as report_cli
 
     parser = argparse.ArgumentParser(prog="plus", description=__doc__)
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune(sub)
     _add_evaluate(sub)
     _add_baseline(sub)
+    leakage.add_parser(sub)
     report_cli.add_parser(sub)
     return parser
 
