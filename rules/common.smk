@@ -307,4 +307,5 @@ def all_outputs():
     outputs += ["results/tables/summary.csv", "results/tables/pretraining.csv"]
     outputs += expand("results/plots/{task}_ablation.png", task=TASKS)
     outputs += ["results/plots/pretrain_curves.png", "results/provenance.json"]
+    outputs += ["results/tables/leakage.csv"]
     return outputs
