@@ -328,4 +328,5 @@ def all_outputs():
     outputs += ["results/plots/pretrain_curves.png", "results/provenance.json"]
     outputs += expand("results/plots/{task}_finetune_curves.png", task=TASKS)
     outputs += ["results/plots/embeddings.png"] if embedding_run() else []
+    outputs += ["results/tables/leakage.csv"]
     return outputs

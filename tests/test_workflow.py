@@ -66,6 +66,7 @@ def test_paper_scale_dry_run_lists_the_complete_dag_quickly(tmp_path):
     assert counts["finetune"] == counts["evaluate"] == 8 * 7 * 3
     assert counts["task_table"] == 7 and counts["summary_table"] == 1
     assert counts["finetune_curves_plot"] == 7 and counts["embed"] == counts["embedding_plot"] == 1
+    assert counts["leakage_audit"] == 1
 
 
 def test_single_table_target_schedules_only_its_chain(tmp_path):
@@ -89,6 +90,20 @@ def test_embedding_plot_schedules_embed_and_only_its_pretraining(tmp_path):
     assert "results/pretrain/plus-rnn_tiny/plus/seed0/model.pt" in res.stdout
     assert "plus embed --data results/data/homology --model results/pretrain/plus-rnn_tiny/plus/seed0" in res.stdout
     assert "results/embeddings/plus-rnn_tiny/plus/seed0/homology_test.npz" in res.stdout
+
+
+def test_leakage_target_schedules_only_corpus_conversions_and_audit(tmp_path):
+    wd = workdir(tmp_path)
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "-n",
+                    "results/tables/leakage.csv", cwd=wd)
+    counts = job_counts(res.stdout)
+    assert counts == {"demo_search_space": 3, "demo_pfam_corpus": 1, "pfam_preprocess": 1, "convert_task": 7,
+                      "leakage_audit": 1, "total": 13}
+    assert "results/pfam/rnn/stats.json" in res.stdout
+    (wd / "corpus.yaml").write_text("leakage: {corpus: rnn_huge}\n")
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "corpus.yaml", "-n",
+                    "results/tables/leakage.csv", cwd=wd, check=False)
+    assert res.returncode != 0 and "rnn_huge" in res.stdout + res.stderr
 
 
 def test_config_typos_stop_the_workflow_naming_the_key(tmp_path):
@@ -129,6 +144,8 @@ def test_end_to_end_on_embedded_data(tmp_path):
         assert (results / "plots" / f"{task}_ablation.png").stat().st_size > 0
     summary = pd.read_csv(results / "tables" / "summary.csv")
     assert len(summary) >= 2
+    leakage = pd.read_csv(results / "tables" / "leakage.csv")
+    assert len(leakage) == 10 and (leakage["n_test"] <= 25).all()  # every test set of the seven tasks
     metrics = json.loads((results / "finetune/secstr/plus-rnn_tiny/plus/seed0/metrics.json").read_text())
     assert set(metrics["test_sets"]) == {"cb513", "ts115", "casp12"}
     assert 0 < metrics["test_sets"]["ts115"]["acc3"] <= 1

@@ -141,7 +141,7 @@ def _add_embed(sub):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from plus.data import convert, pfam
+    from plus.data import convert, leakage, pfam
     from plus.report import cli as report_cli
 
     parser = argparse.ArgumentParser(prog="plus", description=__doc__)
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_baseline(sub)
     _add_embed(sub)
+    leakage.add_parser(sub)
     report_cli.add_parser(sub)
     return parser
 
