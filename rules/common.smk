@@ -11,15 +11,33 @@ validate(config, schema="../schemas/config.schema.yaml")
 TASKS = list(config["tasks"])
 SEEDS = [int(s) for s in config["seeds"]]
 ABLATIONS = ["plus", "mlm_only", "sfp_only", "none", "corrected"]
+# P-ELMo's LM has no MLM or SFP loss to ablate, and a random frozen LM ("none") is not a published baseline
+PELMO_ABLATIONS = ["plus", "corrected"]
 
 
 def _check_experiments():
-    """Every experiment names a defined model; fail before any job starts."""
+    """Every experiment names a defined model, with ablations its family supports; P-ELMo's other tasks
+    start from its homology model, so homology must be among the tasks. Fail before any job starts.
+    """
     for exp in config["experiments"]:
         if exp["model"] not in config["models"]:
             raise ValueError(
                 f"config: experiments: model {exp['model']!r} is not defined under models: "
                 f"(defined: {', '.join(sorted(config['models']))})"
+            )
+        if config["models"][exp["model"]]["family"] != "pelmo":
+            continue
+        bad = [a for a in exp["ablations"] if a not in PELMO_ABLATIONS]
+        if bad:
+            raise ValueError(
+                f"config: experiments: model {exp['model']!r} (family pelmo) supports the ablations "
+                f"{', '.join(PELMO_ABLATIONS)} only, not {', '.join(bad)}: its language model has no "
+                "MLM/SFP loss to ablate and a random frozen LM ('none') is no published baseline"
+            )
+        if "homology" not in config["tasks"]:
+            raise ValueError(
+                f"config: experiments: model {exp['model']!r} (family pelmo) fine-tunes its encoder on "
+                "homology and reuses it, frozen, for every other task: add homology to tasks:"
             )
 
 
@@ -235,8 +253,12 @@ def finetune_hparams(wildcards):
 
 
 def pretrained_model(wildcards):
+    """The starting weights: the pre-trained model; for P-ELMo's non-homology tasks, its homology model
+    (LM + encoder trained on SCOPe, as the reference's released P-ELMo encoder)."""
     if wildcards.ablation == "none":
         return []
+    if family(wildcards.model) == "pelmo" and wildcards.task != "homology":
+        return f"{finetune_dir('homology', wildcards.model, wildcards.ablation, wildcards.seed)}/model.pt"
     return f"{pretrain_dir(wildcards.model, wildcards.ablation, wildcards.seed)}/model.pt"
 
 

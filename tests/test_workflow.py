@@ -58,12 +58,12 @@ def test_paper_scale_dry_run_lists_the_complete_dag_quickly(tmp_path):
     counts.pop("total", None)
     print(f"paper-scale dry run: {sum(counts.values())} jobs in {elapsed:.1f} s: {counts}")
     assert elapsed < 10
-    assert counts["download_pfam"] == 1 and counts["pfam_preprocess"] == 2  # rnn and tfm corpus variants
+    assert counts["download_pfam"] == 1 and counts["pfam_preprocess"] == 3  # rnn, tfm and elmo corpus variants
     assert counts["download_artefact"] == 12  # 7 canonical releases (DeepSol as its 6 files)
     assert counts["convert_task"] == 7
-    # experiments: base x 5 ablations, large x 2, tfm; 'none' is not pre-trained; 3 seeds
-    assert counts["pretrain"] == (4 + 1 + 1) * 3
-    assert counts["finetune"] == counts["evaluate"] == 8 * 7 * 3
+    # experiments: base x 5 ablations, large x 2, tfm, p-elmo; 'none' is not pre-trained; 3 seeds
+    assert counts["pretrain"] == (4 + 1 + 1 + 1) * 3
+    assert counts["finetune"] == counts["evaluate"] == 9 * 7 * 3
     assert counts["task_table"] == 7 and counts["summary_table"] == 1
     assert counts["finetune_curves_plot"] == 7 and counts["embed"] == counts["embedding_plot"] == 1
     assert counts["leakage_audit"] == 1

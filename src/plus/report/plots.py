@@ -170,7 +170,7 @@ def _curve_panels(curves, x, panels, title, out_png, out_svg, xlabel, split_col=
 
 
 def plot_pretrain_curves(curve_files: Sequence, out_png, out_svg):
-    """Loss, MLM accuracy and SFP accuracy vs optimizer step for each model/ablation (train dashed, val
+    """Loss, MLM, SFP and (P-ELMo) LM accuracy vs optimizer step for each model/ablation (train dashed, val
     solid; seeds share a colour). Columns with no values (an ablation without MLM or SFP) are skipped."""
     curves = []
     for path in curve_files:
@@ -178,7 +178,8 @@ def plot_pretrain_curves(curve_files: Sequence, out_png, out_svg):
         curves.append((f"{model}/{ablation}", seed, _read_curve(path, ["step", "split", "loss"])))
     panels = [("loss", "loss (cross-entropy, nats)"),
               ("mlm_acc", "MLM accuracy (fraction of masked residues)"),
-              ("sfp_acc", "SFP accuracy (fraction of pairs)")]
+              ("sfp_acc", "SFP accuracy (fraction of pairs)"),
+              ("lm_acc", "P-ELMo LM accuracy (fraction of residues)")]
     panels = [p for p in panels if any(p[0] in df and df[p[0]].notna().any() for _, _, df in curves)]
     return _curve_panels(curves, "step", panels, "Pre-training curves", out_png, out_svg,
                          "optimizer step", split_col="split")

@@ -39,7 +39,7 @@ TASK_METRICS = {
     "fluorescence": ["spearman", "pearson"],
     "secstr": ["acc8", "acc3"],
     "transmembrane": ["acc", "acc_p"],
-    "pretraining": ["mlm_acc", "sfp_acc", "loss", "mlm_loss", "sfp_loss"],
+    "pretraining": ["mlm_acc", "sfp_acc", "lm_acc", "loss", "mlm_loss", "sfp_loss", "lm_loss"],
 }
 # Headline cell of each task in the seven-task summary: (metric, preferred test set or None = first).
 HEADLINE = {
@@ -135,7 +135,7 @@ def read_run_metrics(path: str | os.PathLike, task: str | None = None) -> Run:
 def read_pretrain_metrics(path: str | os.PathLike) -> Run:
     """Read a pre-training metrics.json as a Run with test sets "val", "test" (the metrics of
     TASK_METRICS["pretraining"]) and "trivial" (mlm_acc = unigram-frequency MLM accuracy,
-    sfp_acc = chance)."""
+    sfp_acc = chance; for the P-ELMo LM, lm_acc = unigram-frequency LM accuracy)."""
     d = read_json(path)
     for key in ("model", "ablation", "seed", "val", "test", "baselines"):
         if key not in d:
@@ -144,10 +144,13 @@ def read_pretrain_metrics(path: str | os.PathLike) -> Run:
     values = {s: {k: v for k, v in _metric_block(d[s], path, s)[0].items() if k in keep}
               for s in ("val", "test")}
     base = d["baselines"]
-    values["trivial"] = {
-        "mlm_acc": _number(base.get("mlm_freq_acc"), path, "baselines.mlm_freq_acc"),
-        "sfp_acc": _number(base.get("sfp_chance"), path, "baselines.sfp_chance"),
-    }
+    if "lm_freq_acc" in base:
+        values["trivial"] = {"lm_acc": _number(base["lm_freq_acc"], path, "baselines.lm_freq_acc")}
+    else:
+        values["trivial"] = {
+            "mlm_acc": _number(base.get("mlm_freq_acc"), path, "baselines.mlm_freq_acc"),
+            "sfp_acc": _number(base.get("sfp_chance"), path, "baselines.sfp_chance"),
+        }
     return Run(str(d["model"]), str(d["ablation"]), int(d["seed"]), values)
 
 

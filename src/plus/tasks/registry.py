@@ -87,7 +87,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 ]}
 
 # (task, model family) pairs the paper ran; anything else is refused before work starts.
-SUPPORTED = {(t, f) for t in TASKS for f in ("rnn", "tfm")}
+SUPPORTED = {(t, f) for t in TASKS for f in ("rnn", "tfm", "pelmo")}
 
 
 def get_task(name: str) -> Task:

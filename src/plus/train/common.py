@@ -61,8 +61,9 @@ def seed_everything(seed: int) -> None:
 
 # ------------------------------------------------------------------ models
 def build_encoder(model_cfg: dict, fidelity: dict, n_thresholds: int = 1, n_classes: int = 2):
-    """Construct the encoder named by `model_cfg['family']` with sizes from the config."""
-    from plus.models import PlusRNN, PlusTFM
+    """Construct the encoder named by `model_cfg['family']` with sizes from the config (for P-ELMo: the
+    encoder on top of the LM, see `build_lm`)."""
+    from plus.models import PElmo, PlusRNN, PlusTFM
 
     fam = model_cfg["family"]
     if fam == "rnn":
@@ -74,7 +75,18 @@ def build_encoder(model_cfg: dict, fidelity: dict, n_thresholds: int = 1, n_clas
                        max_len=model_cfg["max_len"], dropout=model_cfg.get("dropout", 0.1),
                        n_classes=n_classes,
                        layernorm="reference" if fidelity.get("b10_tfm_layernorm", True) else "standard")
-    raise InputError(f"model family {fam!r}: pre-training/fine-tuning is implemented for rnn and tfm")
+    if fam == "pelmo":
+        return PElmo(lm_dim=2 * model_cfg["lm_num_layers"] * model_cfg["lm_hidden_dim"],
+                     lm_proj_dim=model_cfg.get("lm_proj_dim", 512), hidden_dim=model_cfg["hidden_dim"],
+                     num_layers=model_cfg["num_layers"], proj_dim=model_cfg["proj_dim"], n_thresholds=n_thresholds)
+    raise InputError(f"model family {fam!r}: pre-training/fine-tuning is implemented for rnn, tfm and pelmo")
+
+
+def build_lm(model_cfg: dict):
+    """P-ELMo's bidirectional language model (pre-trained by `plus pretrain`, frozen downstream)."""
+    from plus.models import PElmoLM
+
+    return PElmoLM(hidden_dim=model_cfg["lm_hidden_dim"], num_layers=model_cfg["lm_num_layers"])
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

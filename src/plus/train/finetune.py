@@ -2,6 +2,9 @@
 
 Protocol (spec §3.0): full fine-tuning with the auxiliary MLM loss where lambda_mlm != -1 (one masked
 forward pass feeds both losses), dev loss selects the model after each epoch, patience, resumable state.
+P-ELMo (spec §1.5, §3.1): the pre-trained LM is always frozen; homology trains the encoder and ordinal head
+(plus the contact-map head where the data has contact maps); every other task starts from the homology
+model of the same run, with LM and encoder frozen: only the MLP head trains (B17: frozen explicitly).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from plus.data.alphabet import encode
+from plus.data.contacts import ContactMaps
 from plus.data.tasks import load_manifest, read_split
 from plus.io import InputError, atomic_path, write_json
-from plus.models import MLPHead, load_state_dict_reference
+from plus.models import ContactHead, MLPHead, load_state_dict_reference
 from plus.models.plus_rnn import collate_rnn
 from plus.models.plus_tfm import tfm_pair_input, tfm_single_input
 from plus.tasks import metrics as M
@@ -27,6 +31,7 @@ from plus.train.common import (
     Runtime,
     StateFile,
     build_encoder,
+    build_lm,
     check_compatible,
     load_checkpoint,
     save_model,
@@ -35,22 +40,29 @@ from plus.train.common import (
     write_curve,
 )
 from plus.train.homology_sampler import HomologySampler
-from plus.train.masking import loss_active, mask_tokens, pad_targets
+from plus.train.masking import loss_active, mask_tokens, pad_targets, resample_residues
 
 
 # ------------------------------------------------------------------ model
 class FinetuneModel(nn.Module):
-    """Encoder + task head. RNN: MLP head on h or z (ordinal SSA head for homology); TFM: its classifier."""
+    """Encoder + task head. RNN and P-ELMo: MLP head on h or z (ordinal SSA head for homology); TFM: its
+    classifier. P-ELMo also holds its frozen LM (`lm`) and, with `contact`, the contact-map head."""
 
-    def __init__(self, task: Task, model_cfg: dict, head_cfg, fidelity: dict):
+    def __init__(self, task: Task, model_cfg: dict, head_cfg, fidelity: dict, contact: bool = False):
         super().__init__()
         self.task, self.family = task, model_cfg["family"]
         n_thr = 4 if task.name == "homology" else 1
         n_cls = 5 if task.name == "homology" else task.n_out
         self.encoder = build_encoder(model_cfg, fidelity, n_thresholds=n_thr, n_classes=n_cls)
+        if self.family == "pelmo":
+            self.lm = build_lm(model_cfg).requires_grad_(False)
+            if task.kind != "pair":
+                self.encoder.requires_grad_(False)
+            if contact:
+                self.contact = ContactHead(model_cfg["proj_dim"])
         self.max_len = model_cfg.get("max_len", 512)
         self.use_z = False
-        if self.family == "rnn" and task.kind != "pair":
+        if self.family in ("rnn", "pelmo") and task.kind != "pair":
             src, hidden = head_cfg or ("h", 512)
             self.use_z = src == "z"
             d_in = model_cfg["proj_dim"] if self.use_z else 2 * model_cfg["hidden_dim"]
@@ -61,9 +73,10 @@ class FinetuneModel(nn.Module):
     def forward(self, batch):
         """Task outputs and the encoder states (for the auxiliary MLM loss)."""
         enc = self.encoder
-        if self.family == "rnn":
-            h = enc(batch["tokens"], batch["lengths"])
-            res_len = batch["lengths"] - 2
+        if self.family in ("rnn", "pelmo"):
+            tokens, lengths = batch["tokens"], batch["lengths"]
+            h = enc(tokens, lengths) if self.family == "rnn" else enc(tokens, lengths, self.lm.encode(tokens, lengths))
+            res_len = lengths - 2
             if self.task.kind == "pair":
                 n = batch["n_pairs"]
                 z = enc.project(h)
@@ -78,9 +91,11 @@ class FinetuneModel(nn.Module):
 
 
 # ------------------------------------------------------------------ batches
-def make_batch(task: Task, family: str, records, rng, hp, max_len, mask: bool):
-    """Collate records of one task kind; MLM-mask the inputs when `mask`."""
+def make_batch(task: Task, family: str, records, rng, hp, max_len, mask: bool, contacts=None):
+    """Collate records of one task kind; when `mask` (training), MLM-mask the inputs or, with `augment`,
+    resample residues. With `contacts`: the contact maps of `contact_batch` random pairs (both members)."""
     do_mask = mask and loss_active(hp.get("lambda_mlm")) and hp.get("max_pred", 50) > 0
+    augment = hp.get("augment", 0.0) if mask else 0.0
     if task.kind == "pair":
         seqs = [encode(r[2]) for r in records] + [encode(r[3]) for r in records]
         targets = torch.tensor([r[4] for r in records], dtype=torch.long)
@@ -92,11 +107,13 @@ def make_batch(task: Task, family: str, records, rng, hp, max_len, mask: bool):
             targets = torch.tensor([r[2] for r in records],
                                    dtype=torch.float32 if task.loss == "mse" else torch.long)
     batch = {"targets": targets, "n_pairs": len(records)}
-    if family == "rnn":
+    if family in ("rnn", "pelmo"):
         pos, orig, masked = [], [], []
         for s in seqs:
             m, p, o = (mask_tokens(s, rng, hp.get("mask_ratio", 0.15), hp.get("max_pred", 50)) if do_mask
                        else (np.asarray(s, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            if augment > 0:
+                m = resample_residues(m, rng, augment)
             masked.append(m)
             pos.append(p)
             orig.append(o)
@@ -129,6 +146,12 @@ def make_batch(task: Task, family: str, records, rng, hp, max_len, mask: bool):
                      segments=torch.as_tensor(np.stack(segs)[:, :width]),
                      input_mask=torch.as_tensor(np.stack(msks)[:, :width]).bool())
     batch.update(pad_targets(pos, orig))
+    if contacts is not None and task.kind == "pair":
+        n = len(records)
+        sel = rng.choice(n, min(hp.get("contact_batch", 10), n), replace=False)
+        batch["cm_index"] = torch.as_tensor(sel)
+        batch["cmaps"] = [torch.as_tensor(contacts.labels(records[i][k], len(records[i][k + 2])))
+                          for k in (0, 1) for i in sel]
     return batch
 
 
@@ -150,7 +173,7 @@ def chunk_records(task: Task, family: str, records, max_len):
 def task_loss(task: Task, family: str, outputs, batch, fidelity):
     t = batch["targets"]
     if task.kind == "pair":
-        if family == "rnn":
+        if family in ("rnn", "pelmo"):
             cum = (t[:, None] > torch.arange(4, device=t.device)[None, :]).float()
             return F.binary_cross_entropy_with_logits(outputs, cum)
         return F.cross_entropy(outputs, t)
@@ -176,15 +199,30 @@ def mlm_loss(model: FinetuneModel, h, batch, fidelity):
     return loss, loss
 
 
+def contact_loss(model: FinetuneModel, h, batch):
+    """P-ELMo contact-map BCE over the non-ignored entries of the selected pairs: (loss A, loss B)."""
+    z = model.encoder.project(h)
+    res_len, sel, n = (batch["lengths"] - 2).tolist(), batch["cm_index"].tolist(), batch["n_pairs"]
+    out = []
+    for side, offset in enumerate((0, n)):
+        logits = torch.cat([model.contact(z[offset + i, :res_len[offset + i]][None]).flatten() for i in sel])
+        labels = torch.cat([m.flatten() for m in batch["cmaps"][side * len(sel):(side + 1) * len(sel)]])
+        keep = labels >= 0
+        out.append(F.binary_cross_entropy_with_logits(logits[keep], labels[keep].to(logits.dtype))
+                   if keep.any() else logits.sum() * 0)
+    return out
+
+
 def combined_loss(model, outputs, h, batch, hp, fidelity):
-    lt, lm = hp.get("lambda_task", 1.0), hp.get("lambda_mlm", -1)
+    lt, lm, lc = hp.get("lambda_task", 1.0), hp.get("lambda_mlm", -1), hp.get("lambda_contact", -1)
+    b1 = model.task.kind == "pair" and fidelity.get("b1_drop_second_mlm_loss", True)
     total = lt * task_loss(model.task, model.family, outputs, batch, fidelity)
     if loss_active(lm) and batch["masked_weights"].any():
         la, lb = mlm_loss(model, h, batch, fidelity)
-        if model.task.kind == "pair" and fidelity.get("b1_drop_second_mlm_loss", True):
-            total = total + (lm + lm**2) * la  # B1, as in pre-training
-        else:
-            total = total + lm * (la + lb) / 2
+        total = total + ((lm + lm**2) * la if b1 else lm * (la + lb) / 2)  # B1, as in pre-training
+    if loss_active(lc) and "cmaps" in batch:
+        la, lb = contact_loss(model, h, batch)
+        total = total + ((lc + lc**2) * la if b1 else lc * (la + lb) / 2)  # B1: the reference's contact branch too
     return total
 
 
@@ -195,9 +233,9 @@ def _to(batch, device):
 
 # ------------------------------------------------------------------ inference
 @torch.no_grad()
-def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0):
-    """Per-example outputs (numpy) of unmasked inputs, plus the dev loss (task on clean input, MLM on masked
-    input, lambda-weighted) when `with_loss`."""
+def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0, contacts=None):
+    """Per-example outputs (numpy) of unmasked inputs, plus the dev loss (task and, with `contacts`, contact
+    maps on clean input, MLM on masked input, lambda-weighted) when `with_loss`."""
     model.eval()
     task, family = model.task, model.family
     recs, owner = chunk_records(task, family, records, model.max_len)
@@ -211,10 +249,13 @@ def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0):
     for s in range(0, len(order), bs):
         idx = order[s:s + bs]
         chunk = [recs[i] for i in idx]
-        batch = _to(make_batch(task, family, chunk, rng, hp, model.max_len, mask=False), device)
+        batch = _to(make_batch(task, family, chunk, rng, hp, model.max_len, mask=False,
+                               contacts=contacts if with_loss else None), device)
         out, h = model(batch)
         if with_loss:
             loss = hp.get("lambda_task", 1.0) * task_loss(task, family, out, batch, {})
+            if "cmaps" in batch and loss_active(hp.get("lambda_contact")):
+                loss = loss + hp["lambda_contact"] * sum(contact_loss(model, h, batch)) / 2
             if loss_active(hp.get("lambda_mlm")):
                 mb = _to(make_batch(task, family, chunk, rng, hp, model.max_len, mask=True), device)
                 _, hm = model(mb)
@@ -254,19 +295,66 @@ def subsample_dev(records, hp, seed):
     return [records[i] for i in keep]
 
 
-def build_model(task: Task, hparams: dict, pretrained=None) -> FinetuneModel:
+def build_model(task: Task, hparams: dict, pretrained=None, contact: bool = False) -> FinetuneModel:
     model_cfg, fidelity = hparams["model"], hparams.get("fidelity", {})
     if (task.name, model_cfg["family"]) not in SUPPORTED:
         raise SystemExit(f"error: task {task.name!r} with model family {model_cfg['family']!r} "
                          "was not run in the paper and is not supported")
-    model = FinetuneModel(task, model_cfg, hparams.get("head"), fidelity)
-    if pretrained:
+    model = FinetuneModel(task, model_cfg, hparams.get("head"), fidelity, contact)
+    if pretrained and model.family == "pelmo":
+        load_pelmo(model, load_checkpoint(pretrained), pretrained)
+    elif pretrained:
         state = load_checkpoint(pretrained)
         check_compatible(model.encoder, state, pretrained)
         skip = ("cls",) if model.family == "tfm" else ()
         loaded, skipped = load_state_dict_reference(model.encoder, state, skip=skip)
         print(f"loaded {len(loaded)} tensors from {pretrained}; kept fresh: {skipped}", file=sys.stderr)
     return model
+
+
+def _load_part(module: nn.Module, state: dict, path, what: str, optional=()) -> None:
+    """Strict load of one part of a P-ELMo checkpoint; only keys ending in `optional` may be missing."""
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: the P-ELMo {what} does not fit this model's architecture ({exc})") from exc
+    missing = [k for k in missing if not k.endswith(optional)]
+    if missing or unexpected:
+        raise InputError(f"{path}: the P-ELMo {what} does not fit this model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+
+
+def load_pelmo(model: FinetuneModel, state: dict, path) -> None:
+    """Homology starts from the pre-trained LM (`plus pretrain`); every other task from the P-ELMo homology
+    model of the same run (LM + encoder; its ordinal and contact heads are left out)."""
+    fine_tuned = any(k.startswith("encoder.") for k in state)
+    if fine_tuned != (model.task.kind != "pair"):
+        want = "the P-ELMo homology model" if model.task.kind != "pair" else "the pre-trained P-ELMo LM"
+        raise InputError(f"{path}: P-ELMo {model.task.name} fine-tuning starts from {want}, got "
+                         f"{'a fine-tuned P-ELMo' if fine_tuned else 'a language model'}")
+    if not fine_tuned:
+        _load_part(model.lm, state, path, "language model")
+        print(f"loaded the P-ELMo LM from {path} (frozen)", file=sys.stderr)
+        return
+    _load_part(model.lm, {k[3:]: v for k, v in state.items() if k.startswith("lm.")}, path, "language model")
+    encoder = {k[8:]: v for k, v in state.items() if k.startswith("encoder.") and not k[8:].startswith("ordinal_")}
+    _load_part(model.encoder, encoder, path, "encoder", optional=("ordinal_weight", "ordinal_bias"))
+    print(f"loaded the P-ELMo LM and homology-trained encoder from {path} (both frozen)", file=sys.stderr)
+
+
+def homology_contacts(task: Task, family: str, data_dir, manifest, hp, domains) -> ContactMaps | None:
+    """P-ELMo homology: the contact maps of the converted data when the contact loss is on (every domain id
+    in `domains` must have one); None, with a log line, when the data has none."""
+    if family != "pelmo" or task.kind != "pair" or not loss_active(hp.get("lambda_contact")):
+        return None
+    contacts = ContactMaps(data_dir, manifest)
+    if not contacts:
+        print(f"{data_dir}: no contact maps in the converted homology data (manifest contact_maps: "
+              f"{manifest.get('contact_maps')}): P-ELMo's contact-map loss is off, the encoder trains on "
+              f"{hp.get('lambda_task', 1.0)} x the ordinal loss only", file=sys.stderr)
+        return None
+    contacts.check(domains)
+    return contacts
 
 
 def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve, pretrained=None,
@@ -276,14 +364,16 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
     rt = Runtime(hparams.get("allow_cpu", False), hparams.get("threads"))
     hp, fidelity = hparams["train"], hparams.get("fidelity", {})
     seed_everything(seed)
-    model = build_model(task, hparams, pretrained).to(rt.device)
     train_recs = read_split(data_dir, manifest["splits"]["train"], manifest)
     dev_recs = subsample_dev(read_split(data_dir, manifest["splits"]["dev"], manifest), hp, seed)
+    domains = {r[0] for r in train_recs} | {r[k] for r in dev_recs for k in (0, 1)} if task.kind == "pair" else set()
+    contacts = homology_contacts(task, hparams["model"]["family"], data_dir, manifest, hp, domains)
+    model = build_model(task, hparams, pretrained, contact=contacts is not None).to(rt.device)
     sampler = HomologySampler(train_recs, fidelity.get("b4_broken_homology_sampler", True)) \
         if task.kind == "pair" else None
     if task.kind != "pair":
         train_recs, _ = chunk_records(task, model.family, train_recs, model.max_len)
-    opt = torch.optim.Adam(model.parameters(), lr=hp["lr"])
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=hp["lr"])  # B17: frozen stay out
     state_file = StateFile(state_dir, hparams.get("save_every_minutes", 10), hparams.get("save_every_steps"))
     st = {"epoch": 0, "batch": 0, "best": math.inf, "best_epoch": -1, "bad": 0, "curve": [], "best_state": None,
           "train_loss": 0.0, "train_n": 0}
@@ -310,21 +400,27 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
             rng = np.random.default_rng([seed, ep, b])
             torch.manual_seed(seed * 1_000_003 + ep * 100_003 + b)
             batch = _to(make_batch(task, model.family, epoch_recs[b * bs:(b + 1) * bs], rng, hp,
-                                   model.max_len, mask=True), rt.device)
+                                   model.max_len, mask=True, contacts=contacts), rt.device)
             out, h = model(batch)
             loss = combined_loss(model, out, h, batch, hp, fidelity)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if hp.get("clip_grad_norm"):  # the reference clips the RNN encoder and the MLP head, each globally
+                for part in (model.encoder, getattr(model, "head", None)):
+                    if part is not None:
+                        torch.nn.utils.clip_grad_norm_(part.parameters(), hp["clip_grad_norm"])
             opt.step()
-            if model.family == "rnn" and task.kind == "pair" and not fidelity.get("b3_unclamped_ordinal_weight", True):
+            if model.family != "tfm" and task.kind == "pair" and not fidelity.get("b3_unclamped_ordinal_weight", True):
                 with torch.no_grad():
                     model.encoder.ordinal_weight.clamp_(min=0)
+            if contacts is not None:
+                model.contact.symmetrize_()
             st["train_loss"] += loss.item() * batch["n_pairs"]
             st["train_n"] += batch["n_pairs"]
             st["batch"] = b + 1
             if state_file.due(b + 1) and b + 1 < n_batches:
                 state_file.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "st": st})
-        dev_out, dev_loss = predict(model, dev_recs, hp, rt.device, with_loss=True, seed=seed)
+        dev_out, dev_loss = predict(model, dev_recs, hp, rt.device, with_loss=True, seed=seed, contacts=contacts)
         row = {"epoch": ep + 1, "train_loss": st["train_loss"] / max(st["train_n"], 1), "dev_loss": dev_loss}
         dev_metrics = task.metrics(dev_out, targets_of(task, dev_recs), fidelity)
         row.update({f"dev_{k}": v for k, v in dev_metrics.items() if isinstance(v, float)})
@@ -353,14 +449,16 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
     manifest = load_manifest(data_dir)
     rt = Runtime(hparams.get("allow_cpu", False), hparams.get("threads"))
     hp, fidelity = hparams["train"], hparams.get("fidelity", {})
-    model = build_model(task, hparams).to(rt.device)
     state = load_checkpoint(model_path)
+    contact = any(k.startswith("contact.") for k in state)
+    model = build_model(task, hparams, contact=contact).to(rt.device)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise InputError(f"{model_path}: not a fine-tuned {task_name} model of this architecture ({exc})") from exc
     dev_recs = read_split(data_dir, manifest["splits"]["dev"], manifest)
-    dev_out, dev_loss = predict(model, dev_recs, hp, rt.device, with_loss=True, seed=seed)
+    contacts = (ContactMaps(data_dir, manifest) or None) if contact else None
+    dev_out, dev_loss = predict(model, dev_recs, hp, rt.device, with_loss=True, seed=seed, contacts=contacts)
     dev_metrics = task.metrics(dev_out, targets_of(task, dev_recs), fidelity)
     cutoffs = None
     if task.name == "homology" and not fidelity.get("b6_cutoffs_on_eval_set", True):
@@ -379,12 +477,28 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
                "test_sets": results, "dev": task.report(dev_metrics),
                "dev_loss": dev_loss,
                "provenance": collect_provenance(seed=seed, hparams=hparams)}
+    if model.family == "pelmo":
+        metrics["pelmo"] = pelmo_notes(task, contact, hp)
     with atomic_path(out_predictions) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
     write_json(out_metrics, metrics)
     rt.close()
     return metrics
+
+
+def pelmo_notes(task: Task, contact: bool, hp: dict) -> dict:
+    """How a P-ELMo run was trained (what metrics.json states next to its numbers)."""
+    if task.kind != "pair":
+        return {"lm": "frozen", "encoder": "frozen, from the P-ELMo homology fine-tuning of the same run",
+                "trained": "MLP head only"}
+    note = {"lm": "frozen", "encoder": "trained on homology", "contact_map_loss": contact}
+    if not contact:
+        why = ("no contact maps in the converted homology data" if loss_active(hp.get("lambda_contact"))
+               else "lambda_contact is -1")
+        note["note"] = (f"{why}: the encoder was trained on {hp.get('lambda_task', 1.0)} x the ordinal loss only "
+                        "(the reference adds 0.9 x the contact-map loss)")
+    return note
 
 
 def _store_predictions(arrays, name, task, recs, out, tgt):

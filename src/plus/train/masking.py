@@ -45,6 +45,15 @@ def mask_pair_tfm(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, ratio:
     return ma, mb, np.concatenate([pa, pb]), np.concatenate([oa, ob])
 
 
+def resample_residues(tokens: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """The reference's `augment` (P-ELMo homology): each residue is replaced, with probability p, by a random
+    id in 1..21 (X included)."""
+    out = np.array(tokens, dtype=np.int64)
+    hit = rng.random(len(out)) < p
+    out[hit] = rng.integers(1, 22, int(hit.sum()))
+    return out
+
+
 def loss_active(weight) -> bool:
     """A loss weight of -1 (or None) switches that loss off, as in the reference configs."""
     return weight is not None and weight != -1

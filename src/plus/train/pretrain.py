@@ -1,4 +1,5 @@
-"""`plus pretrain`: masked LM + same-family prediction on the Pfam shards (spec §2.2-2.4).
+"""`plus pretrain`: masked LM + same-family prediction on the Pfam shards (spec §2.2-2.4); for the P-ELMo
+family, the bidirectional language model (1.0 x LM NLL on single sequences, evaluated on held-out FASTA).
 
 Resumable: the state (model, optimiser, scheduler, step, sampler position, best model, curve, RNGs) is
 saved atomically under --state-dir every few minutes; a restarted job continues from it and produces
@@ -22,6 +23,7 @@ from plus.train.common import (
     Runtime,
     StateFile,
     build_encoder,
+    build_lm,
     build_optimizer,
     save_model,
     seed_everything,
@@ -53,6 +55,26 @@ class PairBatches(torch.utils.data.Dataset):
         a = [self.corpus.tokens(int(i)) for i in anchors]
         p = [self.corpus.tokens(int(i)) for i in partners]
         return make_batch(self.family, a, p, same, rng, self.hp, self.max_len)
+
+
+class SequenceBatches(torch.utils.data.Dataset):
+    """P-ELMo LM: item b of an epoch = the b-th batch of (shuffled) training sequences, reference-collated."""
+
+    def __init__(self, corpus, batch_size: int, anchors: np.ndarray):
+        self.corpus, self.bs, self.anchors = corpus, batch_size, anchors
+
+    def __len__(self):
+        return math.ceil(len(self.anchors) / self.bs)
+
+    def __getitem__(self, b):
+        return lm_batch([self.corpus.tokens(int(i)) for i in self.anchors[b * self.bs:(b + 1) * self.bs]])
+
+
+def lm_batch(seqs) -> dict:
+    from plus.models.plus_rnn import collate_rnn
+
+    tokens, lengths = collate_rnn([np.asarray(s, np.int64) for s in seqs])
+    return {"tokens": tokens, "lengths": lengths}
 
 
 def make_batch(family, seqs_a, seqs_b, labels, rng, hp, max_len=None, mask=True):
@@ -113,9 +135,25 @@ def mlm_nll(logprobs, targets, weights):
     return nll, correct
 
 
+def lm_nll(logprobs, tokens):
+    """P-ELMo LM: summed NLL, correct predictions and count over the residues (start/stop/padding 0 and X 21
+    are no targets, as the reference's `evaluate_lm_pelmo`)."""
+    from plus.data.alphabet import UNKNOWN
+
+    target = (tokens != 0) & (tokens != UNKNOWN)
+    nll = -logprobs.gather(-1, (tokens * target).unsqueeze(-1)).squeeze(-1)
+    correct = (logprobs.argmax(-1) == tokens) & target
+    return (nll * target).sum(), int(correct.sum()), int(target.sum())
+
+
 def forward_losses(model, batch, family, hp, fidelity, device, train: bool, want_mlm=True, want_sfp=True):
-    """Losses and counts for one pair batch (reference behaviour unless fidelity switches are off)."""
+    """Losses and counts for one pair batch, or one sequence batch for the P-ELMo LM (reference behaviour
+    unless fidelity switches are off)."""
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if family == "pelmo":
+        nll, correct, n = lm_nll(model(batch["tokens"], batch["lengths"]), batch["tokens"])
+        lm_loss = nll / max(n, 1)
+        return {"lm_loss": lm_loss, "lm_correct": correct, "lm_n": n, "loss": hp.get("lambda_mlm", 1.0) * lm_loss}
     n = batch["n_pairs"]
     out = {}
     net = unwrap(model)
@@ -166,6 +204,37 @@ def forward_losses(model, batch, family, hp, fidelity, device, train: bool, want
 
 
 # ------------------------------------------------------------------ evaluation
+def read_heldout_tokens(path, limit=None, seed=0):
+    """Encoded sequences of a held-out FASTA written by `plus pfam preprocess` (val.fa / test.fa, the
+    reference's Pfam_test.fa); `limit`: a seeded random subset of that many (records are in family order)."""
+    from plus.data.alphabet import encode
+    from plus.io import read_fasta
+
+    seqs = [encode(seq) for _, _, seq in read_fasta(path)]
+    if limit and limit < len(seqs):
+        keep = np.sort(np.random.default_rng([seed, 4099]).choice(len(seqs), limit, replace=False))
+        seqs = [seqs[i] for i in keep]
+    return seqs
+
+
+@torch.no_grad()
+def evaluate_lm(model, seqs, hp, device):
+    """P-ELMo LM loss and accuracy over every residue of held-out sequences (batches of similar lengths)."""
+    model.eval()
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    bs = hp.get("eval_batch_size", 128)
+    nll, correct, n = 0.0, 0, 0
+    for i in range(0, len(order), bs):
+        r = forward_losses(model, lm_batch([seqs[j] for j in order[i:i + bs]]), "pelmo", hp, {}, device, False)
+        nll += float(r["lm_loss"]) * r["lm_n"]
+        correct += r["lm_correct"]
+        n += r["lm_n"]
+    model.train()
+    lm_loss = nll / n if n else float("nan")
+    return {"lm_acc": correct / n if n else float("nan"), "lm_loss": lm_loss,
+            "loss": hp.get("lambda_mlm", 1.0) * lm_loss, "n_sequences": len(seqs), "n_residues": n}
+
+
 def read_pair_tokens(path, limit=None):
     from plus.data.alphabet import encode
     from plus.data.pfam import read_pairs
@@ -231,11 +300,25 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
     if hp.get("max_train_seqs"):
         n_train = min(n_train, hp["max_train_seqs"])
     index = FamilyIndex(np.asarray(corpus.family[:n_train]))
-    select_file = "test_pairs.tsv" if fidelity.get("b16_select_on_test", True) else "val_pairs.tsv"
-    val_pairs = read_pair_tokens(f"{corpus_dir}/{select_file}", hp.get("max_eval_pairs"))
-    test_pairs = read_pair_tokens(f"{corpus_dir}/test_pairs.tsv", hp.get("max_eval_pairs"))
+    on_test = fidelity.get("b16_select_on_test", True)
+    if family == "pelmo":  # the LM is evaluated on held-out sequences (the reference: Pfam_test.fa)
+        if loss_active(hp.get("lambda_sfp")):
+            raise SystemExit("error: pretrain.pelmo.lambda_sfp must be -1: P-ELMo's language model has no SFP head")
+        select_file = "test.fa" if on_test else "val.fa"
+        test_set = read_heldout_tokens(f"{corpus_dir}/test.fa", hp.get("max_eval_seqs"), seed)
+        val_set = test_set if on_test else read_heldout_tokens(f"{corpus_dir}/val.fa", hp.get("max_eval_seqs"), seed)
 
-    model = build_encoder(model_cfg, fidelity).to(rt.device)
+        def evaluate(data):
+            return evaluate_lm(model, data, hp, rt.device)
+    else:
+        select_file = "test_pairs.tsv" if on_test else "val_pairs.tsv"
+        val_set = read_pair_tokens(f"{corpus_dir}/{select_file}", hp.get("max_eval_pairs"))
+        test_set = read_pair_tokens(f"{corpus_dir}/test_pairs.tsv", hp.get("max_eval_pairs"))
+
+        def evaluate(data):
+            return evaluate_pairs(model, data, family, hp, fidelity, rt.device, max_len, seed)
+
+    model = (build_lm(model_cfg) if family == "pelmo" else build_encoder(model_cfg, fidelity)).to(rt.device)
     batches_per_epoch = math.ceil(n_train / hp["batch_size"])
     steps_per_epoch = math.ceil(batches_per_epoch / rt.world)
     total_steps = steps_per_epoch * hp["epochs"]
@@ -244,7 +327,7 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
     opt, sched, clip_global = build_optimizer(model, hp, total_steps, fidelity)
     want_mlm, want_sfp = loss_active(hp.get("lambda_mlm")), loss_active(hp.get("lambda_sfp"))
     if rt.world > 1:
-        model = DDP(model, find_unused_parameters=not (want_mlm and want_sfp) or family == "tfm")
+        model = DDP(model, find_unused_parameters=family == "tfm" or (family == "rnn" and not (want_mlm and want_sfp)))
 
     state_file = StateFile(state_dir, hparams.get("save_every_minutes", 10), hparams.get("save_every_steps"))
     step, curve, best = 0, [], {"loss": math.inf, "step": 0, "state": None, "val": None}
@@ -263,25 +346,28 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
                 "scheduler": sched.state_dict() if sched is not None else None,
                 "step": step, "curve": curve, "best": best}
 
+    heads = ("lm",) if family == "pelmo" else ("mlm", "sfp")  # the curve's loss/accuracy columns
+
     def run_eval():
-        val = evaluate_pairs(model, val_pairs, family, hp, fidelity, rt.device, max_len, seed)
-        curve.append({"step": step, "split": "val", "loss": val["loss"], "mlm_loss": val["mlm_loss"],
-                      "sfp_loss": val["sfp_loss"], "mlm_acc": val["mlm_acc"], "sfp_acc": val["sfp_acc"],
+        val = evaluate(val_set)
+        curve.append({"step": step, "split": "val", "loss": val["loss"],
+                      **{f"{k}_loss": val[f"{k}_loss"] for k in heads}, **{f"{k}_acc": val[f"{k}_acc"] for k in heads},
                       "lr": opt.param_groups[0]["lr"], "elapsed_s": time.monotonic() - t0})
         if val["loss"] < best["loss"]:
             best.update(loss=val["loss"], step=step, val=val,
                         state={k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()})
-        print(f"step {step}: val loss {val['loss']:.4f} mlm_acc {val['mlm_acc']:.4f} "
-              f"sfp_acc {val['sfp_acc']:.4f}", file=sys.stderr, flush=True)
+        print(f"step {step}: val loss {val['loss']:.4f} " + " ".join(f"{k}_acc {val[f'{k}_acc']:.4f}" for k in heads),
+              file=sys.stderr, flush=True)
 
     t0 = time.monotonic()
     model.train()
     bar = _progress(total_steps, step, progress and rt.is_main)
-    running = {"loss": [], "mlm": [], "sfp": []}
+    running = {k: [] for k in ("loss", *heads)}
     while step < total_steps:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         anchors = np.random.default_rng([seed, epoch]).permutation(n_train)
-        data = PairBatches(corpus, index, family, hp, fidelity, seed, epoch, anchors, max_len)
+        data = SequenceBatches(corpus, hp["batch_size"], anchors) if family == "pelmo" else \
+            PairBatches(corpus, index, family, hp, fidelity, seed, epoch, anchors, max_len)
         # every rank takes the same number of batches (wrapping around), or DDP's all-reduce would hang
         order = [(k * rt.world + rt.rank) % batches_per_epoch for k in range(in_epoch, steps_per_epoch)]
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, order), batch_size=None,
@@ -301,17 +387,15 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
                     unwrap(model).ordinal_weight.clamp_(min=0)  # B3 fixed: in-place clamp
             step += 1
             running["loss"].append(r["loss"].item())
-            if "mlm_loss" in r:
-                running["mlm"].append(r["mlm_correct"] / max(r["mlm_n"], 1))
-            if "sfp_loss" in r:
-                running["sfp"].append(r["sfp_correct"] / max(r["sfp_n"], 1))
+            for k in heads:
+                if f"{k}_loss" in r:
+                    running[k].append(r[f"{k}_correct"] / max(r[f"{k}_n"], 1))
             bar.update(1)
             if step % max(1, hp.get("log_every", 10)) == 0 or step == total_steps:
                 curve.append({"step": step, "split": "train", "loss": np.mean(running["loss"]),
-                              "mlm_acc": np.mean(running["mlm"]) if running["mlm"] else None,
-                              "sfp_acc": np.mean(running["sfp"]) if running["sfp"] else None,
+                              **{f"{k}_acc": np.mean(running[k]) if running[k] else None for k in heads},
                               "lr": opt.param_groups[0]["lr"], "elapsed_s": time.monotonic() - t0})
-                running = {"loss": [], "mlm": [], "sfp": []}
+                running = {k: [] for k in running}
             if step % hp["eval_every"] == 0 or step == total_steps:
                 run_eval()
             if rt.is_main and (state_file.due(step) or step == total_steps):
@@ -327,13 +411,15 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
             run_eval()
         net = unwrap(model)
         net.load_state_dict(best["state"])
-        test = evaluate_pairs(model, test_pairs, family, hp, fidelity, rt.device, max_len, seed)
+        test = evaluate(test_set)
         freq = np.bincount(np.asarray(corpus.token_array[: corpus.offsets[n_train]]), minlength=22)[1:21]
+        freq_acc = float(freq.max() / freq.sum())  # always predicting the most frequent residue
         result = {
             "model": model_name, "ablation": ablation, "seed": seed, "family": family,
             "steps": step, "best_step": best["step"], "selected_on": select_file,
             "val": best["val"], "test": test,
-            "baselines": {"mlm_freq_acc": float(freq.max() / freq.sum()), "sfp_chance": 0.5},
+            "baselines": {"lm_freq_acc": freq_acc} if family == "pelmo" else
+            {"mlm_freq_acc": freq_acc, "sfp_chance": 0.5},
             "n_train_sequences": n_train, "n_families": int(index.n_families),
             "train_time_s": curve[-1]["elapsed_s"] if curve else 0.0,
             "world_size": rt.world, "ranks_in_sync": in_sync,
