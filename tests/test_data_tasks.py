@@ -324,6 +324,11 @@ def test_canonical_records(tmp_path):
     assert (tmp_path / "h/cmap_2.06/dl/d1dlya_.png").read_bytes().startswith(b"\x89PNG")
     pairs = read_split(tmp_path / "h", "test_2.07_pairs.tsv")
     assert [p[4] for p in pairs] == [1, 1]
+    # the test domains themselves (for embeddings): 2.06 test and 2.07-new FASTAs, with their sccs
+    assert m["domains"] == {"train": "train.fa", "test_2.06": "test_2.06.fa", "test_2.07": "test_2.07.fa"}
+    new = read_split(tmp_path / "h", "test_2.07.fa")
+    assert len(new) == 3 and {r[0] for r in new} >= {pairs[0][0], pairs[0][1]}
+    assert all(len(r[2].split(".")) == 4 for r in new)
 
 
 def test_cli(tmp_path):

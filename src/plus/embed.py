@@ -51,7 +51,7 @@ def fasta_records(path: str | os.PathLike) -> list[dict]:
 def task_records(data_dir: str | os.PathLike, sets: list[str] | None = None) -> list[dict]:
     """Records of a converted task directory: the named sets (homology: domain FASTAs of manifest `domains`;
     other tasks: train, dev and the test-set names). Default: every test set; for homology converted
-    without test domain files (canonical SCOPe keeps only the train domains) the train domains."""
+    without test domain files the train domains."""
     manifest = load_manifest(data_dir)
     kind = manifest["kind"]
     if kind == "pair":

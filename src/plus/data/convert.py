@@ -1051,6 +1051,8 @@ SCOPE_FILES = {
     "dev": SCOPE_PREFIX + "2.06.train.dev.sampledpairs.txt",
     "2.06": SCOPE_PREFIX + "2.06.test.sampledpairs.txt",
     "2.07": SCOPE_PREFIX + "2.07-new.allpairs.txt",
+    "domains_2.06": SCOPE_PREFIX + "2.06.test.fa",
+    "domains_2.07": SCOPE_PREFIX + "2.07-new.fa",
 }
 
 
@@ -1086,7 +1088,8 @@ def convert_homology_canonical(
 ) -> dict:
     """Bepler & Berger scope.tar.gz: 2.06 train.train FASTA -> train domains; 2.06 train.dev sampled pairs ->
     dev;
-    2.06 test sampled pairs -> test "2.06"; 2.07-new all pairs -> test "2.07"; contact-map PNGs -> cmap_2.06/,
+    2.06 test sampled pairs -> test "2.06"; 2.07-new all pairs -> test "2.07"; the 2.06 test and 2.07-new domain
+    FASTAs -> test_2.06.fa, test_2.07.fa (embeddings); contact-map PNGs -> cmap_2.06/,
     cmap_2.07/ (when `contact_maps`). raw key: archive.
     """
     _require(raw, CANONICAL_KEYS["homology"], "homology", "canonical")
@@ -1097,12 +1100,14 @@ def convert_homology_canonical(
         paths = _extract(archive, members, Path(tmp))
         train = subsample(read_domains(paths["train"]), max_train, seed)
         pairs = {k: read_pairs(paths[k]) for k in ("dev", "2.06", "2.07")}
+        tests = {v: read_domains(paths[f"domains_{v}"]) for v in ("2.06", "2.07")}
     cmaps = None
     if contact_maps:
         outdir.mkdir(parents=True, exist_ok=True)
         cmaps = {v: {"dir": f"cmap_{v}", "pngs": n} for v, n in extract_contact_maps(archive, outdir).items()}
     files = {"train.fa": domain_lines(train), "dev_pairs.tsv": pair_lines(pairs["dev"])}
     files.update({f"test_{v}_pairs.tsv": pair_lines(pairs[v]) for v in ("2.06", "2.07")})
+    files.update({f"test_{v}.fa": domain_lines(tests[v]) for v in ("2.06", "2.07")})
     splits = {
         "train": "train.fa",
         "dev": "dev_pairs.tsv",
@@ -1129,7 +1134,7 @@ def convert_homology_canonical(
         seed,
         max_train,
         None,
-        domains={"train": "train.fa"},
+        domains={"train": "train.fa", **{f"test_{v}": f"test_{v}.fa" for v in ("2.06", "2.07")}},
         contact_maps=cmaps,
     )
     return write_task(outdir, manifest, files)
