@@ -330,7 +330,9 @@ def embedding_run(required=False):
     if runs and "homology" in TASKS:
         return (*runs[0], SEEDS[0])
     if required:
-        raise ValueError("the embedding plot needs the homology task and a PLUS-RNN experiment (ablation plus)")
+        raise ValueError(
+            "the embedding plot needs the homology task and a PLUS-RNN experiment (ablation plus)"
+        )
     return None
 
 

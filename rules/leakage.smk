@@ -17,14 +17,15 @@ rule leakage_audit:
         corpus=f"results/pfam/{config['leakage']['corpus']}/stats.json",
         tasks=expand("results/data/{task}/manifest.json", task=TASKS),
     output:
-        csv=report(
-            "results/tables/leakage.csv",
+        csv="results/tables/leakage.csv",
+        md="results/tables/leakage.md",
+        html=report(
+            "results/tables/leakage.html",
             caption="../report/leakage.rst",
             category="Tables",
             subcategory="leakage",
             labels={"task": "all", "kind": "leakage"},
         ),
-        md="results/tables/leakage.md",
         detail=expand("results/leakage/{task}.tsv", task=TASKS),
     log:
         "logs/leakage.log",
@@ -49,5 +50,5 @@ rule leakage_audit:
     shell:
         "plus leakage --corpus {params.corpus} --corpus-name {params.name} --tasks {params.tasks} "
         "--evalue {params.evalue} --min-identity {params.min_identity} {params.max_test} "
-        "--cpus {threads} --out-csv {output.csv} --out-md {output.md} "
+        "--cpus {threads} --out-csv {output.csv} --out-md {output.md} --out-html {output.html} "
         "--detail-dir {params.detail_dir} > {log} 2>&1"

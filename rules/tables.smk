@@ -8,14 +8,15 @@ rule task_table:
         baselines=lambda wc: task_baselines(wc.task),
         published=published_files(),
     output:
-        csv=report(
-            "results/tables/{task}.csv",
+        csv="results/tables/{task}.csv",
+        md="results/tables/{task}.md",
+        html=report(
+            "results/tables/{task}.html",
             caption="../report/table.rst",
             category="Tables",
             subcategory="{task}",
             labels={"task": "{task}", "kind": "table"},
         ),
-        md="results/tables/{task}.md",
     log:
         "logs/tables/{task}.log",
     conda:
@@ -27,42 +28,44 @@ rule task_table:
         "plus tables --task {wildcards.task} --runs {input.runs} --expected {input.runs} "
         "--baselines {input.baselines} --published {input.published} "
         "--test-set-map {params.test_sets} --model-label {params.labels} "
-        "--out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "--out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
 
 
 rule summary_table:
     input:
         tables=expand("results/tables/{task}.csv", task=TASKS),
     output:
-        csv=report(
-            "results/tables/summary.csv",
+        csv="results/tables/summary.csv",
+        md="results/tables/summary.md",
+        html=report(
+            "results/tables/summary.html",
             caption="../report/summary.rst",
             category="Tables",
             subcategory="summary",
             labels={"task": "all", "kind": "summary"},
         ),
-        md="results/tables/summary.md",
     log:
         "logs/tables/summary.log",
     conda:
         "../envs/plus.yaml"
     shell:
         "plus tables-summary --tables {input.tables} --out-csv {output.csv} --out-md {output.md} "
-        "> {log} 2>&1"
+        "--out-html {output.html} > {log} 2>&1"
 
 
 rule pretraining_table:
     input:
         runs=pretrain_runs(),
     output:
-        csv=report(
-            "results/tables/pretraining.csv",
+        csv="results/tables/pretraining.csv",
+        md="results/tables/pretraining.md",
+        html=report(
+            "results/tables/pretraining.html",
             caption="../report/pretraining.rst",
             category="Tables",
             subcategory="pre-training",
             labels={"task": "pre-training", "kind": "table"},
         ),
-        md="results/tables/pretraining.md",
     log:
         "logs/tables/pretraining.log",
     conda:
@@ -71,7 +74,8 @@ rule pretraining_table:
         labels=model_labels(),
     shell:
         "plus tables-pretraining --runs {input.runs} --expected {input.runs} "
-        "--model-label {params.labels} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "--model-label {params.labels} --out-csv {output.csv} --out-md {output.md} "
+        "--out-html {output.html} > {log} 2>&1"
 
 
 rule ablation_plot:

@@ -1,25 +1,50 @@
-"""Open the Snakemake report in headless Chromium: save a screenshot and check what it renders.
+"""Open the Snakemake report in headless Chromium, walk its menu like a reader, and screenshot each page.
 
-    python scripts/screenshot_report.py results/report.html --out results/report.png [--expect WORD ...]
+    python scripts/screenshot_report.py results/report.html --outdir results/report_screenshots
 
-Chromium (Debian package `chromium`) runs the report's JavaScript; the rendered DOM is checked for each
-expected word (default: the seven task names and "ablation"), so a report that fails to render, or lacks a
-task, exits 1 naming what is missing. Prints one JSON line: screenshot path and size, found/missing words.
+Drives Debian's `chromium` over the DevTools protocol (package `websocket-client`): the landing page, then
+Tables -> <task> -> the task's table for every task, then Plots -> <task> -> the ablation plot. Each page is
+saved as a PNG, and the rendered text of each table page must name its metrics; a page that does not render,
+or a task without a table or plot, exits 1 naming what is missing. Prints one JSON line per page.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
-import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 TASKS = ["homology", "solubility", "localization", "stability", "fluorescence", "secstr", "transmembrane"]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+# click the first visible link or button whose text is exactly `text` (the report is a single-page app)
+CLICK = """(() => {{
+  const hits = [...document.querySelectorAll('a, button, td, span, div')]
+    .filter(e => e.textContent.trim() === {text} && e.offsetParent !== null);
+  const el = hits[hits.length - 1];  // the innermost match
+  if (!el) return false;
+  (el.closest('a, button, tr') || el).click();
+  return true;
+}})()"""
+
+
+# open the entry of the current category whose label cells include `kind` (its "view" icon: the row's first link)
+OPEN_ROW = """(() => {{
+  const row = [...document.querySelectorAll('tr')]
+    .find(r => [...r.querySelectorAll('td')].some(td => td.textContent.trim() === {kind}));
+  if (!row) return false;
+  const link = row.querySelector('a, button, svg');
+  (link ? (link.closest('a, button') || link) : row).dispatchEvent(new MouseEvent('click', {{bubbles: true}}));
+  return true;
+}})()"""
 
 
 def chromium() -> str:
@@ -29,33 +54,132 @@ def chromium() -> str:
     raise SystemExit("error: no Chromium found (Debian: apt-get install chromium)")
 
 
-def run_browser(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as profile:
-        cmd = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--user-data-dir={profile}", "--virtual-time-budget=15000", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Browser:
+    """A headless Chromium page driven over the DevTools protocol."""
+
+    def __init__(self, width: int, height: int):
+        import websocket
+
+        self.profile = tempfile.mkdtemp(prefix="plus-report-")
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             f"--remote-debugging-port={port}", f"--user-data-dir={self.profile}",
+             f"--window-size={width},{height}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json") as r:
+                    pages = [p for p in json.load(r) if p["type"] == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.close()
+                raise SystemExit("error: Chromium did not start its DevTools endpoint within 60 s")
+            time.sleep(0.2)
+        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60)
+        self.next_id = 0
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def open(self, url: str, settle: float = 3.0) -> None:
+        self.call("Page.navigate", url=url)
+        time.sleep(settle)
+
+    def click(self, text: str, settle: float = 1.5) -> bool:
+        ok = bool(self.evaluate(CLICK.format(text=json.dumps(text))))
+        time.sleep(settle)
+        return ok
+
+    def open_row(self, kind: str, settle: float = 2.0) -> bool:
+        ok = bool(self.evaluate(OPEN_ROW.format(kind=json.dumps(kind))))
+        time.sleep(settle)
+        return ok
+
+    def text(self) -> str:
+        return self.evaluate("document.body.innerText") or ""
+
+    def screenshot(self, path: Path) -> int:
+        data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+        path.write_bytes(data)
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection
+            pass
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def walk(report: Path, outdir: Path, tasks: list[str], width: int, height: int) -> list[dict]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    browser = Browser(width, height)
+    pages = []
+    try:
+        url = report.resolve().as_uri()
+
+        def page(name: str, steps: list[str], kind: str | None, expect: list[str]) -> None:
+            browser.open(url)
+            clicked = [s for s in steps if browser.click(s)]
+            if kind and browser.open_row(kind):
+                clicked.append(kind)
+            steps = steps + ([kind] if kind else [])
+            text = browser.text()
+            png = outdir / f"{name}.png"
+            size = browser.screenshot(png)
+            missing = [s for s in steps if s not in clicked] + [w for w in expect if w not in text]
+            pages.append({"page": name, "png": str(png), "bytes": size, "text_chars": len(text),
+                          "missing": missing})
+
+        page("landing", [], None, ["PLUS reproduction"])
+        for task in tasks:
+            page(f"table_{task}", ["Tables", task], "table", ["mean", "published"])
+            page(f"plot_{task}", ["Plots", task], "ablation", [])
+    finally:
+        browser.close()
+    return pages
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("report", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="screenshot PNG")
-    p.add_argument("--size", default="1600,1200", help="window WIDTH,HEIGHT")
-    p.add_argument("--expect", nargs="*", default=[*TASKS, "ablation"])
+    p.add_argument("--outdir", type=Path, required=True, help="one PNG per visited page")
+    p.add_argument("--tasks", nargs="*", default=TASKS)
+    p.add_argument("--size", default="1600,1000", help="window WIDTH,HEIGHT")
     a = p.parse_args(argv)
     if not a.report.is_file():
         raise SystemExit(f"error: {a.report}: no such report")
-    url = a.report.resolve().as_uri()
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    run_browser([f"--screenshot={a.out.resolve()}", f"--window-size={a.size}", url])
-    dom = run_browser(["--dump-dom", url]).stdout
-    dom = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", dom).lower()  # what is rendered, not the data
-    found = [w for w in a.expect if w.lower() in dom]
-    missing = [w for w in a.expect if w.lower() not in dom]
-    size = a.out.stat().st_size if a.out.exists() else 0
-    print(json.dumps({"screenshot": str(a.out), "bytes": size, "dom_chars": len(dom), "found": found,
-                      "missing": missing}))
-    return 0 if size and not missing else 1
+    width, height = (int(v) for v in a.size.split(","))
+    pages = walk(a.report, a.outdir, a.tasks, width, height)
+    for row in pages:
+        print(json.dumps(row))
+    bad = [row["page"] for row in pages if row["missing"] or not row["bytes"]]
+    if bad:
+        print(f"error: pages not rendered as expected: {', '.join(bad)}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def tasks(probes, tmp_path_factory):
 
 def _run(corpus, dirs, out, **kw):
     """Audit; returns the table rows and the probe task's detail rows by test id."""
-    rows = audit(corpus, dirs, out / "leakage.csv", out / "leakage.md", out / "detail", **kw)
+    rows = audit(corpus, dirs, out / "leakage.csv", out / "leakage.md", out / "detail", out_html=out / "leakage.html",
+                 **kw)
     probe = out / "detail" / "solubility.tsv"
     return rows, {r["test_id"]: r for r in _tsv(probe)} if probe.exists() else {}
 
@@ -105,6 +106,8 @@ def test_csv_markdown_and_pair_sets(corpus, tasks, tmp_path):
     assert sum(int(d["leak"]) for d in detail) == int(table[3]["n_with_hit"]) + int(table[4]["n_with_hit"])
     md = (tmp_path / "leakage.md").read_text()
     assert "| homology | id25 | 4 / " in md and "identity >= 0.5" in md
+    page = (tmp_path / "leakage.html").read_text()
+    assert page.count("<tr>") == 6 and "<td>homology</td><td>id25</td><td>4 / " in page
 
 
 def test_deterministic_across_chunks_and_threads(corpus, tasks, tmp_path):

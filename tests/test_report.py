@@ -160,13 +160,18 @@ def test_summary_and_solubility_published_reference(secstr_runs, tmp_path):
     run = _row(soltab, kind="run")  # no published PLUS-RNN value is known: published and delta stay unknown
     assert math.isnan(run["test/acc/published"]) and math.isnan(run["test/acc/delta"])
 
-    tables.write_table(soltab, tmp_path / "solubility.csv", tmp_path / "solubility.md")
+    tables.write_table(soltab, tmp_path / "solubility.csv", tmp_path / "solubility.md", "solubility",
+                       tmp_path / "solubility.html")
+    page = (tmp_path / "solubility.html").read_text()  # what the Snakemake report shows inline
+    assert page.count("<tr>") == len(soltab) + 1 and "<h2>solubility</h2>" in page
+    assert "<td>0.710 ± 0.014</td><td>n/a</td><td>n/a</td>" in page  # ours; unknown published and Δ
+    assert "<td>0.77</td>" in page
     summary = tables.build_summary_table({"solubility": tmp_path / "solubility.csv", "secstr": secstr})
     assert "secstr:cb513/acc3/mean" in summary.columns and "solubility:test/acc/mean" in summary.columns
     plus = _row(summary, kind="run", ablation="plus")
     assert plus["solubility:test/acc/mean"] == pytest.approx(0.71, abs=1e-12)
     assert plus["secstr:cb513/acc3/published"] == 0.8
-    assert plus["n_runs"] == 4
+    assert plus["n_runs"] == 2  # seeds per task (the largest over tasks), not runs summed over tasks
     assert _row(summary, kind="published", model="DeepSol")["solubility:test/acc/published"] == 0.77
     assert _row(summary, kind="run", ablation="none")["missing_runs"] == 2
 

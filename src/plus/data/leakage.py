@@ -176,8 +176,8 @@ def search(queries: list[str], corpus: Corpus, evalue_max: float, cpus: int = 2,
 
 def audit(corpus_dir, task_dirs, out_csv, out_md, detail_dir, evalue_max: float = 1e-10,
           min_identity: float = 0.5, corpus_name: str = "", max_test: int | None = None, cpus: int = 2,
-          chunk: int = 1_000_000) -> list[dict]:
-    """Search every test set of `task_dirs` against the corpus; write the table (CSV + Markdown) and one
+          chunk: int = 1_000_000, out_html=None) -> list[dict]:
+    """Search every test set of `task_dirs` against the corpus; write the table (CSV, Markdown, HTML) and one
     per-sequence TSV per task into `detail_dir`. Inputs are all read before anything is written."""
     corpus = Corpus(corpus_dir)
     tasks = [test_sequences(d) for d in task_dirs]
@@ -211,6 +211,9 @@ def audit(corpus_dir, task_dirs, out_csv, out_md, detail_dir, evalue_max: float 
         fh.writelines(",".join(_csv(r[c]) for c in COLUMNS) + "\n" for r in rows)
     with atomic_write(out_md) as fh:
         fh.write(to_markdown(rows))
+    if out_html:
+        with atomic_write(out_html) as fh:
+            fh.write(to_html(rows))
     return rows
 
 
@@ -236,6 +239,23 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _summary_line(rows: list[dict]) -> str:
+    head = rows[0] if rows else {}
+    return (f"Test sequences with a close homolog in the pre-training corpus {head.get('corpus', '')!r} "
+            f"({head.get('corpus_sequences', 0)} sequences): phmmer E-value <= {head.get('evalue_max', '')} "
+            f"and identity >= {head.get('min_identity', '')}.")
+
+
+def to_html(rows: list[dict]) -> str:
+    """The audit table as an HTML page for the Snakemake report."""
+    from plus.report.tables import html_page
+
+    header = ["Task", "Test set", "Audited / in set", "With close homolog", "Fraction"]
+    cells = [[r["task"], r["test_set"], f"{r['n_test']} / {r['n_set']}", str(r["n_with_hit"]),
+              f"{r['fraction']:.3f}"] for r in rows]
+    return html_page("Leakage audit", header, cells, _summary_line(rows))
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("leakage", help="test sequences with a close homolog in the pre-training corpus")
     p.add_argument("--corpus", required=True, help="directory written by `plus pfam preprocess`")
@@ -248,12 +268,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--chunk", type=int, default=1_000_000, help="corpus sequences per search block (memory)")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", help="also an HTML page (shown inline by the Snakemake report)")
     p.add_argument("--detail-dir", required=True, help="per-task, per-sequence TSVs go here")
     p.set_defaults(func=run)
 
 
 def run(a) -> None:
     rows = audit(a.corpus, a.tasks, a.out_csv, a.out_md, a.detail_dir, a.evalue, a.min_identity,
-                 a.corpus_name, a.max_test, a.cpus, a.chunk)
+                 a.corpus_name, a.max_test, a.cpus, a.chunk, a.out_html)
     for r in rows:
         print(f"{r['task']}/{r['test_set']}: {r['n_with_hit']}/{r['n_test']} test sequences with a close homolog")

@@ -48,6 +48,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--title")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
     p.set_defaults(func=run, report_command="tables")
 
     p = subparsers.add_parser("tables-summary", help="seven-task summary table from the task tables")
@@ -56,6 +57,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--title")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
     p.set_defaults(func=run, report_command="tables-summary")
 
     p = subparsers.add_parser("tables-pretraining", help="MLM/SFP accuracy table from pre-training runs")
@@ -67,6 +69,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--title")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
     p.set_defaults(func=run, report_command="tables-pretraining")
 
     p = subparsers.add_parser("plot", help="figures (PNG + SVG)")
@@ -103,15 +106,15 @@ def run(args: argparse.Namespace) -> None:
         df = tables.build_task_table(args.task, args.runs, args.baselines, args.published,
                                      _pairs(args.test_set_map, "--test-set-map"),
                                      _pairs(args.model_label, "--model-label"), expected_runs=args.expected)
-        tables.write_table(df, args.out_csv, args.out_md, args.title or f"{args.task}")
+        tables.write_table(df, args.out_csv, args.out_md, args.title or f"{args.task}", args.out_html)
     elif cmd == "tables-summary":
         df = tables.build_summary_table(_task_tables(args.tables))
-        tables.write_table(df, args.out_csv, args.out_md, args.title or "Seven-task summary")
+        tables.write_table(df, args.out_csv, args.out_md, args.title or "Seven-task summary", args.out_html)
     elif cmd == "tables-pretraining":
         df = tables.build_pretraining_table(args.runs, args.expected, args.published,
                                             _pairs(args.test_set_map, "--test-set-map"),
                                             _pairs(args.model_label, "--model-label"))
-        tables.write_table(df, args.out_csv, args.out_md, args.title or "Pre-training")
+        tables.write_table(df, args.out_csv, args.out_md, args.title or "Pre-training", args.out_html)
     elif cmd == "plot" and args.plot_kind == "ablation":
         plots.plot_ablation(args.task, args.runs, args.out_png, args.out_svg, args.metrics or None)
     elif cmd == "plot" and args.plot_kind == "pretrain-curves":

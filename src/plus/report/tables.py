@@ -18,6 +18,7 @@ metrics.json counts in ``missing_runs``; a row whose runs are all missing has em
 from __future__ import annotations
 
 import csv
+import html
 import math
 import os
 import re
@@ -357,8 +358,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 def build_summary_table(task_tables: Mapping[str, pd.DataFrame | str | os.PathLike]) -> pd.DataFrame:
     """The seven-task summary: one row per model/ablation/baseline/published model, one column group
-    ``"{task}:{test_set}/{metric}/{stat}"`` per task's headline metric (:data:`HEADLINE`); ``n_runs`` and
-    ``missing_runs`` are summed over tasks."""
+    ``"{task}:{test_set}/{metric}/{stat}"`` per task's headline metric (:data:`HEADLINE`); ``n_runs`` is the
+    largest number of runs (seeds) of a task, ``missing_runs`` the sum over tasks."""
     keys, rows, cols = [], {}, []
     for task, table in task_tables.items():
         df = table if isinstance(table, pd.DataFrame) else read_table(table)
@@ -377,9 +378,9 @@ def build_summary_table(task_tables: Mapping[str, pd.DataFrame | str | os.PathLi
                 rows[key] = {**dict(zip(_TEXT_COLUMNS, key, strict=True)), "n_runs": pd.NA,
                              "missing_runs": pd.NA}
             row = rows[key]
-            for c in ("n_runs", "missing_runs"):
+            for c, combine in (("n_runs", max), ("missing_runs", lambda a, b: a + b)):
                 if not pd.isna(rec[c]):
-                    row[c] = rec[c] if pd.isna(row[c]) else row[c] + rec[c]
+                    row[c] = rec[c] if pd.isna(row[c]) else combine(row[c], rec[c])
             row.update({f"{group}/{metric}/{s}": rec[f"{ts}/{metric}/{s}"] for s in STATS})
     out = pd.DataFrame([rows[k] for k in keys],
                        columns=ID_COLUMNS + [f"{g}/{m}/{s}" for g, m in cols for s in STATS])
@@ -397,8 +398,14 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def to_markdown(df: pd.DataFrame, title: str | None = None) -> str:
-    """Readable Markdown: per (test set, metric) the columns ours (mean ± std over seeds), pub. and Δ."""
+NOTE = ("Ours: mean ± std over seeds (std ddof=1; none for one seed). pub.: value reported in the cited source. "
+        "Δ = ours − published. n/a: unknown or not computed. —: not rerun (published reference row). The CSV "
+        "beside this file also holds n_seeds and the 95 % bootstrap CI.")
+
+
+def display_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the readable table: per (test set, metric) the columns ours (mean ± std over
+    seeds), pub. and Δ."""
     groups = column_groups(df)
     ran = df["kind"] != "published"
     ours = [g for g in groups if df.loc[ran, f"{g[0]}/{g[1]}/n_seeds"].notna().any()]
@@ -406,8 +413,7 @@ def to_markdown(df: pd.DataFrame, title: str | None = None) -> str:
     for g in groups:
         name = f"{g[0]} {g[1]}"
         header += [name, f"{name} pub.", "Δ"] if g in ours else [f"{name} pub."]
-    lines = [f"## {title}", ""] if title else []
-    lines += ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for rec in df.to_dict("records"):
         published = rec["kind"] == "published"
         if published:
@@ -426,17 +432,48 @@ def to_markdown(df: pd.DataFrame, title: str | None = None) -> str:
                 row += [text, _fmt(pub, "g"), "—" if published else _fmt(delta, "+.3f")]
             else:
                 row += [_fmt(pub, "g")]
-        lines.append("| " + " | ".join(_cell(x) for x in row) + " |")
-    lines += ["", "Ours: mean ± std over seeds (std ddof=1; none for one seed). pub.: value reported in the "
-              "cited source. Δ = ours − published. n/a: unknown or not computed. —: not rerun (published "
-              "reference row). The CSV beside this file also holds n_seeds and the 95 % bootstrap CI.", ""]
+        rows.append([str(x) for x in row])
+    return header, rows
+
+
+def to_markdown(df: pd.DataFrame, title: str | None = None) -> str:
+    """Readable Markdown rendering of a table (see :func:`display_rows`)."""
+    header, rows = display_rows(df)
+    lines = [f"## {title}", ""] if title else []
+    lines += ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(x) for x in row) + " |" for row in rows]
+    lines += ["", NOTE, ""]
     return "\n".join(lines)
 
 
+def html_page(title: str | None, header: list[str], rows: list[list[str]], note: str = "") -> str:
+    """A self-contained HTML page holding one table (the Snakemake report shows HTML files inline)."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in row) + "</tr>" for row in rows)
+    style = ("body{font-family:sans-serif;font-size:13px;margin:12px}table{border-collapse:collapse}"
+             "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}"
+             "th{background:#f0f0f0;position:sticky;top:0}tr:nth-child(even){background:#fafafa}"
+             "td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}p{max-width:60em}")
+    heading = f"<h2>{esc(title)}</h2>" if title else ""
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{esc(title or 'table')}</title>"
+            f"<style>{style}</style></head><body>{heading}<table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table><p>{esc(note)}</p></body></html>\n")
+
+
+def to_html(df: pd.DataFrame, title: str | None = None) -> str:
+    """HTML rendering of a table (see :func:`display_rows`), for the Snakemake report."""
+    header, rows = display_rows(df)
+    return html_page(title, header, rows, NOTE)
+
+
 def write_table(df: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike,
-                title: str | None = None) -> None:
-    """Write the table as CSV (unknown = empty cell) and as Markdown, each atomically."""
+                title: str | None = None, html_path: str | os.PathLike | None = None) -> None:
+    """Write the table as CSV (unknown = empty cell), as Markdown and optionally as HTML, each atomically."""
     with atomic_write(csv_path, newline="") as fh:
         df.to_csv(fh, index=False, na_rep="", float_format="%.10g")
     with atomic_write(md_path, encoding="utf-8") as fh:
         fh.write(to_markdown(df, title))
+    if html_path:
+        with atomic_write(html_path, encoding="utf-8") as fh:
+            fh.write(to_html(df, title))
