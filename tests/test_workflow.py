@@ -155,6 +155,12 @@ def test_end_to_end_on_embedded_data(tmp_path):
     snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",
               "--report", "results/report.html", cwd=wd)
     assert (results / "report.html").stat().st_size > 10_000
+    if shutil.which("chromium"):  # the report renders in a browser: every task's table and ablation plot
+        shots = subprocess.run([sys.executable, str(ROOT / "scripts/screenshot_report.py"), "results/report.html",
+                                "--outdir", "results/report_screenshots"], cwd=wd, capture_output=True, text=True,
+                               timeout=600)
+        assert shots.returncode == 0, shots.stdout + shots.stderr
+        assert len(list((results / "report_screenshots").glob("*.png"))) == 1 + 2 * len(TASKS)
     print(f"end-to-end run on embedded data: {elapsed:.0f} s")
     # forcing one ablation's pre-training reruns only what depends on it
     res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",
