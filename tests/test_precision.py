@@ -110,7 +110,7 @@ def test_bf16_finetuning_loss_is_close_to_fp32(family):
             out, h = model(batch)
             losses.append(combined_loss(model, out, h, batch, hp, {}))
     assert losses[1].dtype == torch.float32 and torch.isfinite(losses[1])
-    assert float(losses[1]) == pytest.approx(float(losses[0]), rel=5e-2) and float(losses[1]) != float(losses[0])
+    assert losses[1].item() == pytest.approx(losses[0].item(), rel=5e-2) and losses[1].item() != losses[0].item()
 
 
 def test_bf16_finetuning_resumes_and_records_its_precision(tmp_path):
