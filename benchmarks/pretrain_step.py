@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from plus.models import PlusRNN, PlusTFM, tfm_pair_input
-from plus.models.plus_rnn import run_bilstm
+from plus.models.plus_rnn import lstm_autocast, run_bilstm
+from plus.train.common import autocast
 
 SSA_MEMORY_CHILD = """
 import resource, sys, torch
@@ -74,14 +75,19 @@ def rnn_step(model, opt, batch, labels, mode, device, bf16):
     """mode: "ours" (one flip/cuDNN call on both sides), "bound" (one padded nn.LSTM call), "reference"."""
     (s0, l0, p0, t0), (s1, l1, p1, t1) = batch
     n = len(s0)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with autocast(device, "bf16" if bf16 else "fp32"):
         if mode == "reference":
             hs = [model(*collate(s, device)) for s in (s0, s1)]
             h0, h1 = hs
         else:
             tokens, lengths = collate(s0 + s1, device)
             x = model.embed(tokens)
-            out = model.rnn(x)[0] if mode == "bound" else run_bilstm(model.rnn, x, lengths, model.lstm_impl)
+            if mode == "bound":
+                ctx, x = lstm_autocast(x)  # as run_bilstm: float32 LSTM under CPU autocast
+                with ctx:
+                    out = model.rnn(x)[0]
+            else:
+                out = run_bilstm(model.rnn, x, lengths, model.lstm_impl)
             h = out[:, 1:-1]
             h0, h1 = h[:n], h[n:]
         mlm = 0.0
@@ -109,7 +115,7 @@ def tfm_step(model, opt, batch, labels, device, bf16, max_len=512):
     n_pred = min(int(0.15 * max_len), int(mask.sum(1).min()) - 1)
     pos = torch.stack([torch.randperm(int(m.sum()) - 1, generator=g)[:n_pred] + 1 for m in mask.cpu()])
     pos = pos.to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with autocast(device, "bf16" if bf16 else "fp32"):
         h = model(tokens, segs, mask)
         lp = model.mlm_logprobs(h, pos)
         mlm = F.nll_loss(lp.float().flatten(0, 1), tokens.gather(1, pos).flatten())
@@ -146,7 +152,7 @@ def ssa_memory(device, threads):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=["base", "large", "tfm"], default="base")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (SSA stays float32)")
+    p.add_argument("--bf16", action="store_true", help="precision: bf16 autocast (SSA, CPU LSTMs: float32)")
     p.add_argument("--ssa-memory", action="store_true", help="also measure SSA fwd+bwd, 32 pairs x 1000")
     p.add_argument("--steps", type=int, default=1, help="timed steps per implementation")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps before (ours and bound)")

@@ -118,6 +118,9 @@ def test_config_typos_stop_the_workflow_naming_the_key(tmp_path):
     (wd / "model.yaml").write_text("experiments:\n  - {model: plus-rnn_huge, ablations: [plus]}\n")
     res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "model.yaml", "-n", cwd=wd, check=False)
     assert res.returncode != 0 and "plus-rnn_huge" in res.stdout + res.stderr
+    (wd / "fp16.yaml").write_text("finetune:\n  tfm:\n    precision: fp16\n")  # bf16 only: fp16 needs a scaler
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "fp16.yaml", "-n", cwd=wd, check=False)
+    assert res.returncode != 0 and "['precision']" in res.stdout + res.stderr and "'fp16'" in res.stdout + res.stderr
 
 
 def test_lint_is_clean():

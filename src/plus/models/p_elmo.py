@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plus.data.alphabet import N_MLM_CLASSES, N_RNN_TOKENS, UNKNOWN
-from plus.models.plus_rnn import LSTM_IMPLS, RNNEncoderBase, gather_time, reverse_index, run_bilstm
+from plus.models.plus_rnn import LSTM_IMPLS, RNNEncoderBase, gather_time, lstm_autocast, reverse_index, run_bilstm
 
 
 class PElmoLM(nn.Module):
@@ -30,21 +30,22 @@ class PElmoLM(nn.Module):
 
     def states(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer (fwd, rvs), each (B, T-1, H): fwd[:, j] has read tokens 0..j, rvs[:, j] j+1..L+1."""
-        x = self.embed(tokens)
+        ctx, x = lstm_autocast(self.embed(tokens))
         idx = reverse_index(lengths.to(x.device) - 1, x.shape[1] - 1)
         f, r = x[:, :-1], gather_time(x[:, 1:], idx)
         out = []
-        for lstm in self.rnn:
-            f, r = lstm(f)[0], lstm(r)[0]
-            out.append((f, gather_time(r, idx)))
+        with ctx:
+            for lstm in self.rnn:
+                f, r = lstm(f)[0], lstm(r)[0]
+                out.append((f, gather_time(r, idx)))
         return out
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """LM log-probabilities (B, T, 21) of every token position."""
+        """LM log-probabilities (B, T, 21) of every token position, in float32."""
         f, r = self.states(tokens, lengths)[-1]
         zero = f.new_zeros(f.shape[0], 1, N_MLM_CLASSES)
         logits = torch.cat([zero, self.decoder(f)], 1) + torch.cat([self.decoder(r), zero], 1)
-        return F.log_softmax(logits, dim=2)
+        return F.log_softmax(logits.float(), dim=2)
 
     @torch.no_grad()
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ LSTMs with per-sequence reversal ("flip", exact packed semantics on the fast pad
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,11 +44,26 @@ def gather_time(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x.gather(1, idx[:, :, None].expand(-1, -1, x.shape[2]))
 
 
+def lstm_autocast(x: torch.Tensor) -> tuple[contextlib.AbstractContextManager, torch.Tensor]:
+    """(context, input) for LSTM calls on x: CPU autocast would send them to oneDNN's bf16 LSTM, which fails
+    on CPUs without AVX-512 BF16, so on CPU they run in float32 with autocast off; on CUDA autocast stays on
+    (cuDNN's LSTM in bf16)."""
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.autocast("cpu", enabled=False), x.float()
+    return contextlib.nullcontext(), x
+
+
 def run_bilstm(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, impl: str) -> torch.Tensor:
     """Outputs (B, T, 2H) of a batch_first bidirectional `rnn` on x (B, T, D) with packed-sequence semantics;
     positions >= lengths are 0."""
     if impl == "auto":
         impl = "packed" if x.is_cuda else "flip"
+    ctx, x = lstm_autocast(x)
+    with ctx:
+        return _run_bilstm(rnn, x, lengths, impl)
+
+
+def _run_bilstm(rnn, x, lengths, impl):
     B, T, _ = x.shape
     if impl == "packed":
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -144,9 +160,9 @@ class RNNEncoderBase(nn.Module):
         return self.fc(h)
 
     def mlm_logprobs(self, h: torch.Tensor, masked_pos: torch.Tensor) -> torch.Tensor:
-        """Log-softmax of the decoder at residue positions masked_pos (B, P): (B, P, 21)."""
+        """Log-softmax of the decoder at residue positions masked_pos (B, P): (B, P, 21), in float32."""
         g = h.gather(1, masked_pos[:, :, None].expand(-1, -1, h.shape[2]))
-        return F.log_softmax(self.decoder(g), dim=-1)
+        return F.log_softmax(self.decoder(g).float(), dim=-1)
 
     def ssa_score(self, z0, len0, z1, len1) -> torch.Tensor:
         """Batched SSA score (N,) of N pairs (see `ssa_score`); lengths count residues."""

@@ -178,10 +178,10 @@ class PlusTFM(nn.Module):
         return self.transformer(tokens, segments, input_mask)
 
     def mlm_logprobs(self, h: torch.Tensor, masked_pos: torch.Tensor) -> torch.Tensor:
-        """Log-softmax over the 25 tokens at token positions masked_pos (B, P): (B, P, 25)."""
+        """Log-softmax over the 25 tokens at token positions masked_pos (B, P): (B, P, 25), in float32."""
         g = h.gather(1, masked_pos[:, :, None].expand(-1, -1, h.shape[2]))
         g = self.norm_lm(gelu(self.fc_lm(g)))
-        return F.log_softmax(self.decoder(g) + self.decoder_bias, dim=-1)
+        return F.log_softmax((self.decoder(g) + self.decoder_bias).float(), dim=-1)
 
     def cls_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Protein-level logits from the [CLS] vector, (B, n_classes)."""

@@ -1,4 +1,4 @@
-"""Pieces shared by pre-training and fine-tuning: device and DDP set-up, model construction,
+"""Pieces shared by pre-training and fine-tuning: device and DDP set-up, mixed precision, model construction,
 optimisers (the reference's BertAdam included), resumable state, and the CSV training curve."""
 
 from __future__ import annotations
@@ -51,6 +51,18 @@ class Runtime:
     def close(self):
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device | str, precision: str = "fp32"):
+    """The context for forward passes and losses (never the optimiser step): bfloat16 autocast for "bf16",
+    a no-op for "fp32". Parameters, gradients and optimiser state stay float32, and bf16 has float32's
+    exponent range, so no gradient scaler is needed (the resumable state has no AMP scaler to save)."""
+    if precision not in PRECISIONS:
+        raise SystemExit(f"error: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def seed_everything(seed: int) -> None:

@@ -30,6 +30,7 @@ from plus.tasks.registry import SUPPORTED, Task, get_task
 from plus.train.common import (
     Runtime,
     StateFile,
+    autocast,
     build_encoder,
     build_lm,
     check_compatible,
@@ -171,7 +172,8 @@ def chunk_records(task: Task, family: str, records, max_len):
 
 # ------------------------------------------------------------------ losses
 def task_loss(task: Task, family: str, outputs, batch, fidelity):
-    t = batch["targets"]
+    """The task loss in float32 (outputs may be bf16 under autocast)."""
+    t, outputs = batch["targets"], outputs.float()
     if task.kind == "pair":
         if family in ("rnn", "pelmo"):
             cum = (t[:, None] > torch.arange(4, device=t.device)[None, :]).float()
@@ -208,7 +210,7 @@ def contact_loss(model: FinetuneModel, h, batch):
         logits = torch.cat([model.contact(z[offset + i, :res_len[offset + i]][None]).flatten() for i in sel])
         labels = torch.cat([m.flatten() for m in batch["cmaps"][side * len(sel):(side + 1) * len(sel)]])
         keep = labels >= 0
-        out.append(F.binary_cross_entropy_with_logits(logits[keep], labels[keep].to(logits.dtype))
+        out.append(F.binary_cross_entropy_with_logits(logits[keep].float(), labels[keep].float())
                    if keep.any() else logits.sum() * 0)
     return out
 
@@ -246,23 +248,25 @@ def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0, 
     outs = [None] * len(recs)
     loss_sum, n_sum = 0.0, 0
     rng = np.random.default_rng([seed, 104729])
+    precision = hp.get("precision", "fp32")
     for s in range(0, len(order), bs):
         idx = order[s:s + bs]
         chunk = [recs[i] for i in idx]
         batch = _to(make_batch(task, family, chunk, rng, hp, model.max_len, mask=False,
                                contacts=contacts if with_loss else None), device)
-        out, h = model(batch)
-        if with_loss:
-            loss = hp.get("lambda_task", 1.0) * task_loss(task, family, out, batch, {})
-            if "cmaps" in batch and loss_active(hp.get("lambda_contact")):
-                loss = loss + hp["lambda_contact"] * sum(contact_loss(model, h, batch)) / 2
-            if loss_active(hp.get("lambda_mlm")):
-                mb = _to(make_batch(task, family, chunk, rng, hp, model.max_len, mask=True), device)
-                _, hm = model(mb)
-                la, lb = mlm_loss(model, hm, mb, {})
-                loss = loss + hp["lambda_mlm"] * (la + lb) / 2
-            loss_sum += float(loss) * len(idx)
-            n_sum += len(idx)
+        with autocast(device, precision):
+            out, h = model(batch)
+            if with_loss:
+                loss = hp.get("lambda_task", 1.0) * task_loss(task, family, out, batch, {})
+                if "cmaps" in batch and loss_active(hp.get("lambda_contact")):
+                    loss = loss + hp["lambda_contact"] * sum(contact_loss(model, h, batch)) / 2
+                if loss_active(hp.get("lambda_mlm")):
+                    mb = _to(make_batch(task, family, chunk, rng, hp, model.max_len, mask=True), device)
+                    _, hm = model(mb)
+                    la, lb = mlm_loss(model, hm, mb, {})
+                    loss = loss + hp["lambda_mlm"] * (la + lb) / 2
+                loss_sum += float(loss) * len(idx)
+                n_sum += len(idx)
         out = out.float().cpu().numpy()
         for k, i in enumerate(idx):
             outs[i] = out[k, :len(recs[i][1])] if task.kind == "residue" else out[k]
@@ -401,8 +405,9 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
             torch.manual_seed(seed * 1_000_003 + ep * 100_003 + b)
             batch = _to(make_batch(task, model.family, epoch_recs[b * bs:(b + 1) * bs], rng, hp,
                                    model.max_len, mask=True, contacts=contacts), rt.device)
-            out, h = model(batch)
-            loss = combined_loss(model, out, h, batch, hp, fidelity)
+            with autocast(rt.device, hp.get("precision", "fp32")):
+                out, h = model(batch)
+                loss = combined_loss(model, out, h, batch, hp, fidelity)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if hp.get("clip_grad_norm"):  # the reference clips the RNN encoder and the MLP head, each globally
@@ -475,7 +480,7 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
         _store_predictions(arrays, name, task, recs, out, tgt)
     metrics = {"task": task_name, "model": model_name, "ablation": ablation, "seed": seed,
                "test_sets": results, "dev": task.report(dev_metrics),
-               "dev_loss": dev_loss,
+               "dev_loss": dev_loss, "precision": hp.get("precision", "fp32"),
                "provenance": collect_provenance(seed=seed, hparams=hparams)}
     if model.family == "pelmo":
         metrics["pelmo"] = pelmo_notes(task, contact, hp)

@@ -5,6 +5,8 @@ Resumable: the state (model, optimiser, scheduler, step, sampler position, best 
 saved atomically under --state-dir every few minutes; a restarted job continues from it and produces
 the same final model as an uninterrupted run. Declared outputs are written once, at the end.
 Multi-GPU: launched by torchrun, each rank takes every world-th batch; rank 0 writes.
+Mixed precision (`precision: bf16`): forward passes and losses under bfloat16 autocast; weights and optimiser
+stay float32 and bf16 needs no gradient scaler, so the state has no AMP scaler.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from plus.io import write_json
 from plus.train.common import (
     Runtime,
     StateFile,
+    autocast,
     build_encoder,
     build_lm,
     build_optimizer,
@@ -147,9 +150,14 @@ def lm_nll(logprobs, tokens):
 
 
 def forward_losses(model, batch, family, hp, fidelity, device, train: bool, want_mlm=True, want_sfp=True):
-    """Losses and counts for one pair batch, or one sequence batch for the P-ELMo LM (reference behaviour
-    unless fidelity switches are off)."""
+    """Losses (float32) and counts for one pair batch, or one sequence batch for the P-ELMo LM (reference
+    behaviour unless fidelity switches are off), under the autocast of hp["precision"]."""
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    with autocast(device, hp.get("precision", "fp32")):
+        return _forward_losses(model, batch, family, hp, fidelity, want_mlm, want_sfp)
+
+
+def _forward_losses(model, batch, family, hp, fidelity, want_mlm, want_sfp):
     if family == "pelmo":
         nll, correct, n = lm_nll(model(batch["tokens"], batch["lengths"]), batch["tokens"])
         lm_loss = nll / max(n, 1)
@@ -185,7 +193,7 @@ def forward_losses(model, batch, family, hp, fidelity, device, train: bool, want
             out.update(mlm_loss=(nll * w).sum() / w.sum().clamp(min=1), mlm_correct=int(correct.sum()),
                        mlm_n=int(w.sum()))
         if want_sfp:
-            logits = net.cls_logits(h)
+            logits = net.cls_logits(h).float()
             labels = batch["labels"].long()
             out["sfp_loss"] = F.cross_entropy(logits, labels)
             out["sfp_correct"] = int((logits.argmax(-1) == labels).sum())
@@ -422,7 +430,7 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
             {"mlm_freq_acc": freq_acc, "sfp_chance": 0.5},
             "n_train_sequences": n_train, "n_families": int(index.n_families),
             "train_time_s": curve[-1]["elapsed_s"] if curve else 0.0,
-            "world_size": rt.world, "ranks_in_sync": in_sync,
+            "world_size": rt.world, "ranks_in_sync": in_sync, "precision": hp.get("precision", "fp32"),
         }
         from plus.report.provenance import collect_provenance
 
