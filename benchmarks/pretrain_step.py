@@ -6,10 +6,15 @@ padded_lstm_bound_tokens_per_s is our full step with the BiLSTM replaced by one 
 (no reversal, so not exact): the fastest this step can go with the stock LSTM kernels.
 
     python benchmarks/pretrain_step.py [--model base|large|tfm] [--bf16] [--ssa-memory] [--steps N]
+                                       [--tuned-allocator]
+
+By default the process runs with the allocator a user gets (no GLIBC_TUNABLES); --tuned-allocator reruns it
+with the glibc setting the `plus` command uses for its own jobs (plus.cli.MALLOC_TUNABLES).
 """
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -19,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from plus.cli import MALLOC_TUNABLES
 from plus.models import PlusRNN, PlusTFM, tfm_pair_input
 from plus.models.plus_rnn import lstm_autocast, run_bilstm
 from plus.train.common import autocast
@@ -162,13 +168,18 @@ def main():
     p.add_argument("--maxlen", type=int, default=300)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--tuned-allocator", action="store_true", help="run with the `plus` command's GLIBC_TUNABLES")
     args = p.parse_args()
+    if args.tuned_allocator and os.environ.get("GLIBC_TUNABLES") != MALLOC_TUNABLES:
+        os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES  # read at process start: run again
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
     batches = [make_batch(args, g, device) for _ in range(args.warmup + args.steps)]
     tokens = sum(int(s[1].sum()) for b, _ in batches[args.warmup :] for s in b)
     res = {"model": args.model, "device": str(device), "bf16": args.bf16, "threads": args.threads,
+           "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
            "pairs": args.pairs, "lens": f"U[{args.minlen},{args.maxlen}]", "steps": args.steps}
 
     torch.manual_seed(0)

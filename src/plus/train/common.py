@@ -71,6 +71,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# ------------------------------------------------------------------ evaluation batches
+EVAL_RESIDUES_PER_RECORD = 200
+
+
+def eval_batches(order, size, batch_size):
+    """Consecutive runs of `order` (indices sorted by `size`) with at most `batch_size` records and at most
+    batch_size x EVAL_RESIDUES_PER_RECORD padded residues: long records go in smaller batches, so a batch
+    spanning short and long records never pads every record to the longest (outputs are batch-invariant)."""
+    budget = batch_size * EVAL_RESIDUES_PER_RECORD
+    batch = []
+    for i in order:
+        if batch and (len(batch) == batch_size or (len(batch) + 1) * size[i] > budget):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
 # ------------------------------------------------------------------ models
 def build_encoder(model_cfg: dict, fidelity: dict, n_thresholds: int = 1, n_classes: int = 2):
     """Construct the encoder named by `model_cfg['family']` with sizes from the config (for P-ELMo: the

@@ -34,6 +34,7 @@ from plus.train.common import (
     build_encoder,
     build_lm,
     check_compatible,
+    eval_batches,
     load_checkpoint,
     save_model,
     seed_everything,
@@ -242,15 +243,13 @@ def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0, 
     task, family = model.task, model.family
     recs, owner = chunk_records(task, family, records, model.max_len)
     # batches of similar lengths: padding costs time (and, for pairs, an L0 x L1 alignment per pair)
-    order = sorted(range(len(recs)), key=lambda i: max(len(recs[i][2]), len(recs[i][3])) if task.kind == "pair"
-                   else len(recs[i][1]))
-    bs = hp.get("eval_batch_size", 64)
+    size = [max(len(r[2]), len(r[3])) if task.kind == "pair" else len(r[1]) for r in recs]
+    order = sorted(range(len(recs)), key=size.__getitem__)
     outs = [None] * len(recs)
     loss_sum, n_sum = 0.0, 0
     rng = np.random.default_rng([seed, 104729])
     precision = hp.get("precision", "fp32")
-    for s in range(0, len(order), bs):
-        idx = order[s:s + bs]
+    for idx in eval_batches(order, size, hp.get("eval_batch_size", 64)):
         chunk = [recs[i] for i in idx]
         batch = _to(make_batch(task, family, chunk, rng, hp, model.max_len, mask=False,
                                contacts=contacts if with_loss else None), device)
@@ -297,6 +296,22 @@ def subsample_dev(records, hp, seed):
         return records
     keep = np.sort(np.random.default_rng([seed, 31337]).choice(len(records), n, replace=False))
     return [records[i] for i in keep]
+
+
+def bucket_order(order, size, batch_size: int, window: int, rng) -> np.ndarray:
+    """`order` regrouped so that each batch holds records of similar size: every run of window x batch_size
+    records is sorted by size and cut into batches, then the full batches are shuffled (a short last batch
+    stays last). On CPU every batch costs as much as its longest record times its size, so this spends
+    less time on padding; the examples seen per epoch are the same, only their grouping changes."""
+    order = np.asarray(order)
+    span = window * batch_size
+    runs = [sorted(order[i:i + span].tolist(), key=size.__getitem__) for i in range(0, len(order), span)]
+    flat = [i for run in runs for i in run]
+    n_full = len(flat) // batch_size
+    batches = [flat[k * batch_size:(k + 1) * batch_size] for k in range(n_full)]
+    tail = flat[n_full * batch_size:]
+    batches = [batches[k] for k in rng.permutation(n_full)] + ([tail] if tail else [])
+    return np.array([i for b in batches for i in b], dtype=np.int64)
 
 
 def build_model(task: Task, hparams: dict, pretrained=None, contact: bool = False) -> FinetuneModel:
@@ -398,6 +413,8 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
             epoch_recs = sampler.sample(hp.get("epoch_pairs", 100000), rng_ep)
         else:
             perm = rng_ep.permutation(len(train_recs)) if shuffle else np.arange(len(train_recs))
+            if shuffle and hp.get("bucket_batches"):
+                perm = bucket_order(perm, [len(r[1]) for r in train_recs], bs, hp["bucket_batches"], rng_ep)
             epoch_recs = [train_recs[i] for i in perm]
         n_batches = math.ceil(len(epoch_recs) / bs)
         for b in range(st["batch"], n_batches):
@@ -461,7 +478,7 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise InputError(f"{model_path}: not a fine-tuned {task_name} model of this architecture ({exc})") from exc
-    dev_recs = read_split(data_dir, manifest["splits"]["dev"], manifest)
+    dev_recs = subsample_dev(read_split(data_dir, manifest["splits"]["dev"], manifest), hp, seed)  # as selected on
     contacts = (ContactMaps(data_dir, manifest) or None) if contact else None
     dev_out, dev_loss = predict(model, dev_recs, hp, rt.device, with_loss=True, seed=seed, contacts=contacts)
     dev_metrics = task.metrics(dev_out, targets_of(task, dev_recs), fidelity)

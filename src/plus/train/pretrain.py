@@ -28,6 +28,7 @@ from plus.train.common import (
     build_encoder,
     build_lm,
     build_optimizer,
+    eval_batches,
     save_model,
     seed_everything,
     set_rng_state,
@@ -229,11 +230,10 @@ def read_heldout_tokens(path, limit=None, seed=0):
 def evaluate_lm(model, seqs, hp, device):
     """P-ELMo LM loss and accuracy over every residue of held-out sequences (batches of similar lengths)."""
     model.eval()
-    order = np.argsort([len(s) for s in seqs], kind="stable")
-    bs = hp.get("eval_batch_size", 128)
+    size = [len(s) for s in seqs]
     nll, correct, n = 0.0, 0, 0
-    for i in range(0, len(order), bs):
-        r = forward_losses(model, lm_batch([seqs[j] for j in order[i:i + bs]]), "pelmo", hp, {}, device, False)
+    for idx in eval_batches(sorted(range(len(seqs)), key=size.__getitem__), size, hp.get("eval_batch_size", 128)):
+        r = forward_losses(model, lm_batch([seqs[j] for j in idx]), "pelmo", hp, {}, device, False)
         nll += float(r["lm_loss"]) * r["lm_n"]
         correct += r["lm_correct"]
         n += r["lm_n"]
@@ -262,15 +262,16 @@ def evaluate_pairs(model, pairs, family, hp, fidelity, device, max_len, seed=0):
     lam_mlm, lam_sfp = hp.get("lambda_mlm", 0.7), hp.get("lambda_sfp", 0.3)
     tot = {"mlm_loss": 0.0, "sfp_loss": 0.0, "mlm_correct": 0, "mlm_n": 0, "sfp_correct": 0, "sfp_n": 0}
     rng = np.random.default_rng([seed, 7919])
-    for i in range(0, len(labels), bs):
-        sl = slice(i, i + bs)
-        clean = make_batch(family, seqs_a[sl], seqs_b[sl], labels[sl], rng, hp, max_len, mask=False)
+    size = [max(len(a), len(b)) for a, b in zip(seqs_a, seqs_b, strict=True)]
+    for idx in eval_batches(sorted(range(len(labels)), key=size.__getitem__), size, bs):
+        a, b, lab = [seqs_a[i] for i in idx], [seqs_b[i] for i in idx], [labels[i] for i in idx]
+        clean = make_batch(family, a, b, lab, rng, hp, max_len, mask=False)
         r = forward_losses(model, clean, family, hp, fidelity, device, False, want_mlm=False)
         tot["sfp_loss"] += float(r["sfp_loss"]) * r["sfp_n"]
         tot["sfp_correct"] += r["sfp_correct"]
         tot["sfp_n"] += r["sfp_n"]
         if hp.get("max_pred", 50) > 0:
-            masked = make_batch(family, seqs_a[sl], seqs_b[sl], labels[sl], rng, hp, max_len, mask=True)
+            masked = make_batch(family, a, b, lab, rng, hp, max_len, mask=True)
             r = forward_losses(model, masked, family, hp, fidelity, device, False, want_sfp=False)
             tot["mlm_loss"] += float(r["mlm_loss"]) * r["mlm_n"]
             tot["mlm_correct"] += r["mlm_correct"]
