@@ -211,3 +211,24 @@ def test_bootstrap_ci_over_proteins(ss):
     logits, labels = [vec[f"logits_{k}"] for k in range(4)], [vec[f"labels_{k}"] for k in range(4)]
     low, high = m.bootstrap_ci(lambda a, b: m.secstr_metrics(a, b)["acc8"], logits, labels, n=100, seed=3)
     assert low <= ref["acc8"] <= high
+
+
+def test_numpy_correlations_and_average_precision_equal_scipy_and_sklearn():
+    """pearson/spearman/average_precision are NumPy rewrites (no scipy.stats/sklearn import per job)."""
+    from scipy import stats
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(3, 300))
+        x, y = rng.normal(size=n), rng.normal(size=n)
+        if trial % 2:  # ties in both
+            x, y = np.round(x, 1), rng.integers(0, 5, n).astype(float)
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            continue
+        assert abs(m.pearson(x, y) - stats.pearsonr(x, y)[0]) < 1e-12
+        assert abs(m.spearman(x, y) - stats.spearmanr(x, y)[0]) < 1e-12
+        positive = y > np.median(y)
+        if positive.any():
+            assert abs(m.average_precision(positive, x) - average_precision_score(positive, x)) < 1e-12
+    assert np.isnan(m.average_precision(np.zeros(4, bool), np.arange(4.0)))
