@@ -70,8 +70,8 @@ REPORTED = {
     "homology": ("acc", "argmax_acc", "r", "rho", "aupr_cl", "aupr_fo", "aupr_sf", "aupr_fa"),
     "solubility": ("acc", "mcc"),
     "localization": ("acc",),
-    "stability": ("spearman", "pearson"),
-    "fluorescence": ("spearman", "pearson"),
+    "stability": ("spearman", "pearson", "mse"),
+    "fluorescence": ("spearman", "pearson", "mse"),
     "secstr": ("acc8", "acc3"),
     "transmembrane": ("acc", "acc_p"),
 }
