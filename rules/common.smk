@@ -192,6 +192,8 @@ def task_raw(wildcards):
 
 def max_train_flag(wildcards):
     n = config["data"].get("max_train")
+    if isinstance(n, dict):
+        n = n.get(wildcards.task, n.get("default"))
     return f"--max-train {n}" if n else ""
 
 

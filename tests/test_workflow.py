@@ -80,6 +80,18 @@ def test_single_table_target_schedules_only_its_chain(tmp_path):
     assert "summary_table" not in counts and "ablation_plot" not in counts
 
 
+def test_max_train_per_task_reaches_each_converter(tmp_path):
+    wd = workdir(tmp_path)
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "-n", "-p",
+                    *(f"results/data/{t}/manifest.json" for t in ("localization", "solubility")), cwd=wd)
+    assert re.search(r"--task localization .*--max-train 500 ", res.stdout)
+    assert re.search(r"--task solubility .*--max-train 200 ", res.stdout)
+    (wd / "bad.yaml").write_text("data:\n  max_train: {solubilty: 10}\n")  # a typo in a task name
+    res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "bad.yaml", "-n", cwd=wd,
+                    check=False)
+    assert res.returncode != 0 and "solubilty" in res.stdout + res.stderr
+
+
 def test_embedding_plot_schedules_embed_and_only_its_pretraining(tmp_path):
     res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "-n", "-p",
                     "results/plots/embeddings.png", cwd=workdir(tmp_path))
