@@ -27,7 +27,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 # click the first visible link or button whose text is exactly `text` (the report is a single-page app)
 CLICK = """(() => {{
-  const hits = [...document.querySelectorAll('a, button, td, span, div')]
+  const hits = [...document.querySelectorAll('a, button, label, td, span, div')]
     .filter(e => e.textContent.trim() === {text} && e.offsetParent !== null);
   const el = hits[hits.length - 1];  // the innermost match
   if (!el) return false;
@@ -36,7 +36,7 @@ CLICK = """(() => {{
 }})()"""
 
 
-# open the entry of the current category whose label cells include `kind` (its "view" icon: the row's first link)
+# open the entry of the current list whose cells include `kind` (its "view" icon: the row's first link)
 OPEN_ROW = """(() => {{
   const row = [...document.querySelectorAll('tr')]
     .find(r => [...r.querySelectorAll('td')].some(td => td.textContent.trim() === {kind}));
@@ -45,6 +45,14 @@ OPEN_ROW = """(() => {{
   (link ? (link.closest('a, button') || link) : row).dispatchEvent(new MouseEvent('click', {{bubbles: true}}));
   return true;
 }})()"""
+
+
+PAGE_TEXT = """(async () => {
+  const framed = await Promise.all([...document.querySelectorAll('iframe')]
+    .filter(f => f.src.startsWith('data:')).map(f => fetch(f.src).then(r => r.text()).catch(() => '')));
+  const doc = new DOMParser();
+  return [document.body.innerText, ...framed.map(h => doc.parseFromString(h, 'text/html').body.innerText)].join('\\n');
+})()"""
 
 
 def chromium() -> str:
@@ -70,6 +78,8 @@ class Browser:
         port = free_port()
         self.proc = subprocess.Popen(
             [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             # no background connections (the machine may have no network), no first-run work
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
              f"--remote-debugging-port={port}", f"--user-data-dir={self.profile}",
              f"--window-size={width},{height}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -86,7 +96,8 @@ class Browser:
                 self.close()
                 raise SystemExit("error: Chromium did not start its DevTools endpoint within 60 s")
             time.sleep(0.2)
-        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60)
+        # no Origin header: Chromium >= 111 refuses DevTools websockets from origins it was not told to allow
+        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
         self.next_id = 0
 
     def call(self, method: str, **params):
@@ -117,7 +128,9 @@ class Browser:
         return ok
 
     def text(self) -> str:
-        return self.evaluate("document.body.innerText") or ""
+        """The page's text, with the text of embedded data: documents (the report shows HTML tables in iframes)."""
+        result = self.call("Runtime.evaluate", expression=PAGE_TEXT, returnByValue=True, awaitPromise=True)
+        return result["result"].get("value") or ""
 
     def screenshot(self, path: Path) -> int:
         data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
@@ -141,23 +154,28 @@ def walk(report: Path, outdir: Path, tasks: list[str], width: int, height: int) 
     try:
         url = report.resolve().as_uri()
 
-        def page(name: str, steps: list[str], kind: str | None, expect: list[str]) -> None:
+        def page(name: str, steps: list[str], row: str | None, expect: list[str], image: str = "") -> None:
+            """Click through `steps` (menu entries, filters), then open the list entry with a cell `row`; the page
+            must show every `expect` text and, with `image`, a picture of that file name."""
             browser.open(url)
             clicked = [s for s in steps if browser.click(s)]
-            if kind and browser.open_row(kind):
-                clicked.append(kind)
-            steps = steps + ([kind] if kind else [])
+            if row and browser.open_row(row):
+                clicked.append(row)
+            steps = steps + ([row] if row else [])
             text = browser.text()
             png = outdir / f"{name}.png"
             size = browser.screenshot(png)
             missing = [s for s in steps if s not in clicked] + [w for w in expect if w not in text]
+            shown = "[...document.images].some(i => i.complete && i.naturalWidth > 0 && i.src.includes(%s))"
+            if image and not browser.evaluate(shown % json.dumps(f"filename={image}")):
+                missing.append(image)
             pages.append({"page": name, "png": str(png), "bytes": size, "text_chars": len(text),
                           "missing": missing})
 
         page("landing", [], None, ["PLUS reproduction"])
         for task in tasks:
-            page(f"table_{task}", ["Tables", task], "table", ["mean", "published"])
-            page(f"plot_{task}", ["Plots", task], "ablation", [])
+            page(f"table_{task}", ["Tables", task], "table", ["Model", "Ablation", "pub.", "Δ", "trivial"])
+            page(f"plot_{task}", ["Plots", task, "ablation"], task, [], image=f"{task}_ablation.png")
     finally:
         browser.close()
     return pages

@@ -115,7 +115,8 @@ def plot_ablation(task: str, run_metric_files: Sequence, out_png, out_svg,
         handles, labels = ax.get_legend_handles_labels()
         ax.get_legend().remove()
     fig.legend(handles, labels, title="model", loc="lower center", ncol=len(models), frameon=False)
-    fig.suptitle(f"{task}: test metrics by ablation (bars: mean over seeds; points: individual seeds)")
+    sep = "\n" if fig.get_figwidth() < 9 else " "  # one panel: the title on two lines, not cut off
+    fig.suptitle(f"{task}: test metrics by ablation{sep}(bars: mean over seeds; points: individual seeds)")
     return _save(fig, out_png, out_svg, rect=(0, 0.75 / fig.get_figheight(), 1, 1))  # room for the legend
 
 
