@@ -42,10 +42,10 @@ def test_golden_step_reference_loss_gradients_and_update(impl):
     model.lstm_impl = impl
     ref = json.loads((GOLDEN / "pretrain_step.json").read_text())
     out = forward_losses(model, batch, "rnn", HP, {"b1_drop_second_mlm_loss": True}, "cpu", True)
-    assert float(out["mlm_loss_a"]) == pytest.approx(ref["mlm_loss_A_unscaled"], rel=1e-5)
-    assert float(out["mlm_loss_b"]) == pytest.approx(ref["mlm_loss_B_unscaled"], rel=1e-5)
-    assert float(out["sfp_loss"]) == pytest.approx(ref["sfp_bce_unscaled"], rel=1e-5)
-    assert float(out["loss"]) == pytest.approx(ref["ref_total_loss"], rel=1e-5)
+    assert out["mlm_loss_a"].item() == pytest.approx(ref["mlm_loss_A_unscaled"], rel=1e-5)
+    assert out["mlm_loss_b"].item() == pytest.approx(ref["mlm_loss_B_unscaled"], rel=1e-5)
+    assert out["sfp_loss"].item() == pytest.approx(ref["sfp_bce_unscaled"], rel=1e-5)
+    assert out["loss"].item() == pytest.approx(ref["ref_total_loss"], rel=1e-5)
     assert out["mlm_correct"] == ref["mlm_correct_A"] + ref["mlm_correct_B"]
     assert out["sfp_correct"] == ref["sfp_correct_ref_threshold_logit_gt_0.5"]
     out["loss"].backward()
@@ -67,7 +67,7 @@ def test_golden_step_corrected_loss_counts_both_sequences():
     model, batch, _ = golden_step()
     ref = json.loads((GOLDEN / "pretrain_step.json").read_text())
     out = forward_losses(model, batch, "rnn", HP, {"b1_drop_second_mlm_loss": False}, "cpu", True)
-    assert float(out["loss"]) == pytest.approx(ref["fixed_total_mean_AB"], rel=1e-5)
+    assert out["loss"].item() == pytest.approx(ref["fixed_total_mean_AB"], rel=1e-5)
 
 
 def test_mlm_only_gives_no_sfp_gradient_and_sfp_only_no_decoder_gradient():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -84,8 +85,10 @@ def test_max_train_per_task_reaches_each_converter(tmp_path):
     wd = workdir(tmp_path)
     res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "-n", "-p",
                     *(f"results/data/{t}/manifest.json" for t in ("localization", "solubility")), cwd=wd)
-    assert re.search(r"--task localization .*--max-train 500 ", res.stdout)
-    assert re.search(r"--task solubility .*--max-train 200 ", res.stdout)
+    per_task = yaml.safe_load((ROOT / "demo/config.yaml").read_text())["data"]["max_train"]
+    assert per_task["localization"] != per_task["solubility"]
+    for task in ("localization", "solubility"):
+        assert re.search(rf"--task {task} .*--max-train {per_task[task]} ", res.stdout)
     (wd / "bad.yaml").write_text("data:\n  max_train: {solubilty: 10}\n")  # a typo in a task name
     res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "bad.yaml", "-n", cwd=wd,
                     check=False)
