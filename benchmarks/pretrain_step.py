@@ -29,17 +29,20 @@ from plus.models import PlusRNN, PlusTFM, tfm_pair_input
 from plus.models.plus_rnn import lstm_autocast, run_bilstm
 from plus.train.common import autocast
 
+# peak RSS from /proc (VmHWM starts afresh at exec; ru_maxrss would carry this process's peak into the child)
 SSA_MEMORY_CHILD = """
-import resource, sys, torch
+import sys, torch
 from plus.models import ssa_score
+def hwm_mb():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
 dev = sys.argv[1]
 torch.set_num_threads(int(sys.argv[2]))
 z0, z1 = (torch.randn(32, 1000, 100, device=dev, requires_grad=True) for _ in range(2))
 L = torch.full((32,), 1000, device=dev)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm_mb()
 ssa_score(z0, L, z1, L).sum().backward()
 cuda = torch.cuda.max_memory_allocated() / 2**20 if dev == "cuda" else None
-print(base / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cuda)
+print(base, hwm_mb(), cuda)
 """
 
 
