@@ -9,7 +9,7 @@ padded_lstm_bound_tokens_per_s is our full step with the BiLSTM replaced by one 
                                        [--tuned-allocator]
 
 By default the process runs with the allocator a user gets (no GLIBC_TUNABLES); --tuned-allocator reruns it
-with the glibc setting the `plus` command uses for its own jobs (plus.cli.MALLOC_TUNABLES).
+as the `plus` command reruns itself for its own jobs (plus.cli.tune_allocator).
 """
 
 import argparse
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from plus.cli import MALLOC_TUNABLES
+from plus.cli import tune_allocator
 from plus.models import PlusRNN, PlusTFM, tfm_pair_input
 from plus.models.plus_rnn import lstm_autocast, run_bilstm
 from plus.train.common import autocast
@@ -171,11 +171,11 @@ def main():
     p.add_argument("--maxlen", type=int, default=300)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--tuned-allocator", action="store_true", help="run with the `plus` command's GLIBC_TUNABLES")
+    p.add_argument("--tuned-allocator", action="store_true",
+                   help="rerun with the `plus` command's GLIBC_TUNABLES (unless GLIBC_TUNABLES is set)")
     args = p.parse_args()
-    if args.tuned_allocator and os.environ.get("GLIBC_TUNABLES") != MALLOC_TUNABLES:
-        os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES  # read at process start: run again
-        os.execv(sys.executable, [sys.executable, *sys.argv])
+    if args.tuned_allocator:
+        tune_allocator(sys.argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)

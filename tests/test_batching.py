@@ -34,7 +34,7 @@ def deeploc_records(n: int):
 def test_eval_batches_cover_every_record_once_within_the_padding_budget():
     size = [len(r[1]) for r in deeploc_records(300)]
     order = sorted(range(len(size)), key=size.__getitem__)
-    batches = list(eval_batches(order, size, 64))
+    batches = list(eval_batches(size, 64))
     assert [i for b in batches for i in b] == order
     for b in batches:
         assert len(b) <= 64
@@ -80,11 +80,11 @@ def test_allocator_tuning_reexecs_once_and_respects_an_existing_setting(monkeypa
     if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
         pytest.skip("not glibc")
     with pytest.raises(SystemExit):
-        cli.tune_allocator(["finetune", "--task", "secstr"])
+        cli.tune_allocator(["-m", "plus.cli", "finetune", "--task", "secstr"])
     assert calls == [(sys.executable, [sys.executable, "-m", "plus.cli", "finetune", "--task", "secstr"],
                       cli.MALLOC_TUNABLES)]
     monkeypatch.setenv("GLIBC_TUNABLES", "")  # the user's own setting (even empty) wins
-    cli.tune_allocator(["finetune"])
+    cli.tune_allocator(["-m", "plus.cli", "finetune"])
     assert len(calls) == 1
 
 

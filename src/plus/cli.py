@@ -180,9 +180,10 @@ def main(argv=None) -> int:
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296"
 
 
-def tune_allocator(argv: list[str]) -> None:
-    """Re-run this command (same pid, so torchrun and SLURM keep tracking it) with MALLOC_TUNABLES set,
-    when it runs on glibc and GLIBC_TUNABLES is unset. The variable is read at process start only."""
+def tune_allocator(command: list[str]) -> None:
+    """Re-run `command` (this process's argv, as run by the Python interpreter) in place of this process (same
+    pid, so torchrun and SLURM keep tracking it) with MALLOC_TUNABLES set, when it runs on glibc and
+    GLIBC_TUNABLES is unset. The variable is read at process start only."""
     if "GLIBC_TUNABLES" in os.environ or not hasattr(os, "confstr"):
         return
     try:
@@ -191,12 +192,12 @@ def tune_allocator(argv: list[str]) -> None:
         return
     if libc.startswith("glibc"):
         os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
-        os.execv(sys.executable, [sys.executable, "-m", "plus.cli", *argv])
+        os.execv(sys.executable, [sys.executable, *command])
 
 
 def entry() -> None:
     """The `plus` console script (and `python -m plus.cli`): allocator tuning, then `main`."""
-    tune_allocator(sys.argv[1:])
+    tune_allocator(["-m", "plus.cli", *sys.argv[1:]])
     sys.exit(main())
 
 

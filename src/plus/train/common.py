@@ -75,13 +75,13 @@ def seed_everything(seed: int) -> None:
 EVAL_RESIDUES_PER_RECORD = 200
 
 
-def eval_batches(order, size, batch_size):
-    """Consecutive runs of `order` (indices sorted by `size`) with at most `batch_size` records and at most
-    batch_size x EVAL_RESIDUES_PER_RECORD padded residues: long records go in smaller batches, so a batch
+def eval_batches(size, batch_size):
+    """Record indices in batches of similar `size` (shortest first), each with at most `batch_size` records and
+    at most batch_size x EVAL_RESIDUES_PER_RECORD padded residues: long records go in smaller batches, so a batch
     spanning short and long records never pads every record to the longest (outputs are batch-invariant)."""
     budget = batch_size * EVAL_RESIDUES_PER_RECORD
     batch = []
-    for i in order:
+    for i in sorted(range(len(size)), key=size.__getitem__):
         if batch and (len(batch) == batch_size or (len(batch) + 1) * size[i] > budget):
             yield batch
             batch = []

@@ -244,12 +244,11 @@ def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0, 
     recs, owner = chunk_records(task, family, records, model.max_len)
     # batches of similar lengths: padding costs time (and, for pairs, an L0 x L1 alignment per pair)
     size = [max(len(r[2]), len(r[3])) if task.kind == "pair" else len(r[1]) for r in recs]
-    order = sorted(range(len(recs)), key=size.__getitem__)
     outs = [None] * len(recs)
     loss_sum, n_sum = 0.0, 0
     rng = np.random.default_rng([seed, 104729])
     precision = hp.get("precision", "fp32")
-    for idx in eval_batches(order, size, hp.get("eval_batch_size", 64)):
+    for idx in eval_batches(size, hp.get("eval_batch_size", 64)):
         chunk = [recs[i] for i in idx]
         batch = _to(make_batch(task, family, chunk, rng, hp, model.max_len, mask=False,
                                contacts=contacts if with_loss else None), device)
@@ -392,6 +391,7 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
         if task.kind == "pair" else None
     if task.kind != "pair":
         train_recs, _ = chunk_records(task, model.family, train_recs, model.max_len)
+        train_size = [len(r[1]) for r in train_recs]
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=hp["lr"])  # B17: frozen stay out
     state_file = StateFile(state_dir, hparams.get("save_every_minutes", 10), hparams.get("save_every_steps"))
     st = {"epoch": 0, "batch": 0, "best": math.inf, "best_epoch": -1, "bad": 0, "curve": [], "best_state": None,
@@ -414,7 +414,7 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
         else:
             perm = rng_ep.permutation(len(train_recs)) if shuffle else np.arange(len(train_recs))
             if shuffle and hp.get("bucket_batches"):
-                perm = bucket_order(perm, [len(r[1]) for r in train_recs], bs, hp["bucket_batches"], rng_ep)
+                perm = bucket_order(perm, train_size, bs, hp["bucket_batches"], rng_ep)
             epoch_recs = [train_recs[i] for i in perm]
         n_batches = math.ceil(len(epoch_recs) / bs)
         for b in range(st["batch"], n_batches):
@@ -478,7 +478,7 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise InputError(f"{model_path}: not a fine-tuned {task_name} model of this architecture ({exc})") from exc
-    dev_recs = subsample_dev(read_split(data_dir, manifest["splits"]["dev"], manifest), hp, seed)  # as selected on
+    dev_recs = subsample_dev(read_split(data_dir, manifest["splits"]["dev"], manifest), hp, seed)  # as in finetune
     contacts = (ContactMaps(data_dir, manifest) or None) if contact else None
     dev_out, dev_loss = predict(model, dev_recs, hp, rt.device, with_loss=True, seed=seed, contacts=contacts)
     dev_metrics = task.metrics(dev_out, targets_of(task, dev_recs), fidelity)

@@ -232,7 +232,7 @@ def evaluate_lm(model, seqs, hp, device):
     model.eval()
     size = [len(s) for s in seqs]
     nll, correct, n = 0.0, 0, 0
-    for idx in eval_batches(sorted(range(len(seqs)), key=size.__getitem__), size, hp.get("eval_batch_size", 128)):
+    for idx in eval_batches(size, hp.get("eval_batch_size", 128)):
         r = forward_losses(model, lm_batch([seqs[j] for j in idx]), "pelmo", hp, {}, device, False)
         nll += float(r["lm_loss"]) * r["lm_n"]
         correct += r["lm_correct"]
@@ -263,7 +263,7 @@ def evaluate_pairs(model, pairs, family, hp, fidelity, device, max_len, seed=0):
     tot = {"mlm_loss": 0.0, "sfp_loss": 0.0, "mlm_correct": 0, "mlm_n": 0, "sfp_correct": 0, "sfp_n": 0}
     rng = np.random.default_rng([seed, 7919])
     size = [max(len(a), len(b)) for a, b in zip(seqs_a, seqs_b, strict=True)]
-    for idx in eval_batches(sorted(range(len(labels)), key=size.__getitem__), size, bs):
+    for idx in eval_batches(size, bs):
         a, b, lab = [seqs_a[i] for i in idx], [seqs_b[i] for i in idx], [labels[i] for i in idx]
         clean = make_batch(family, a, b, lab, rng, hp, max_len, mask=False)
         r = forward_losses(model, clean, family, hp, fidelity, device, False, want_mlm=False)
