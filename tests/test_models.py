@@ -180,12 +180,17 @@ def random_batch(lengths, seed=0):
     return collate_rnn(seqs)
 
 
-def test_flip_equals_packed_outputs_and_gradients():
+@pytest.mark.parametrize("grouped", [False, True])
+def test_flip_equals_packed_outputs_and_gradients(grouped):
+    lens = [37, 5, 60, 1, 22, 60, 13]
+    if grouped:  # more rows than LSTM_CHUNK_ROWS: flip runs them in length-sorted groups
+        lens = lens * 3 + [2, 59, 31]
+        assert len(lens) > plus_rnn.LSTM_CHUNK_ROWS
     torch.manual_seed(1)
     flip = PlusRNN(hidden_dim=24, num_layers=3, proj_dim=8, lstm_impl="flip")
     packed = PlusRNN(hidden_dim=24, num_layers=3, proj_dim=8, lstm_impl="packed")
     packed.load_state_dict(flip.state_dict())
-    tokens, lengths = random_batch([37, 5, 60, 1, 22, 60, 13])
+    tokens, lengths = random_batch(lens)
     w = torch.randn(tokens.shape[0], tokens.shape[1] - 2, 8)
     outs = []
     for m in (flip, packed):

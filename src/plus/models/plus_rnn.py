@@ -21,6 +21,9 @@ from plus.data.alphabet import N_MLM_CLASSES, N_RNN_TOKENS, UNKNOWN
 
 LSTM_IMPLS = ("auto", "flip", "packed")
 _SSA_BLOCK = 1 << 22  # elements of one (pairs, L0, L1) SSA chunk
+# CPU "flip" path: rows are sorted by length and run in groups of this many, each padded to its own longest
+# row: less padding, and smaller per-step GEMMs stay in cache (BASE, 64 rows of U[200, 300]: 1.3-1.4x faster)
+LSTM_CHUNK_ROWS = 16
 
 
 def collate_rnn(seqs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,6 +72,18 @@ def _run_bilstm(rnn, x, lengths, impl):
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         return pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=T)[0]
     lengths = lengths.to(x.device)
+    if B <= LSTM_CHUNK_ROWS:
+        return _flip_bilstm(rnn, x, lengths)
+    order = lengths.argsort(descending=True, stable=True)
+    outs = []
+    for rows in order.split(LSTM_CHUNK_ROWS):
+        t = int(lengths[rows].max())
+        outs.append(F.pad(_flip_bilstm(rnn, x[rows, :t], lengths[rows]), (0, 0, 0, T - t)))
+    return torch.cat(outs)[order.argsort()]
+
+
+def _flip_bilstm(rnn, x, lengths):
+    B, T, _ = x.shape
     idx = reverse_index(lengths, T)
     zeros = x.new_zeros(1, B, rnn.hidden_size)
     for k in range(rnn.num_layers):
