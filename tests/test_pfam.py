@@ -2,6 +2,7 @@ import gzip
 import hashlib
 import logging
 import random
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,32 @@ def test_malformed_header_names_file_and_record(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.fa.gz"]
 
 
-def test_truncated_gzip_is_rejected_without_output(tmp_path):
+@pytest.fixture(params=["default", "zlib"])
+def inflater(request, monkeypatch):
+    """Both decompressors: ISA-L's (when installed) and the zlib fallback."""
+    if request.param == "zlib":
+        import plus.data.pfam as pfam
+
+        monkeypatch.setattr(pfam, "_inflate", zlib)
+    return request.param
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b">MID/1-30 only_two_fields\nACDEFGHIKL\n", r"record 21: malformed Pfam header"),
+    (b"ACDEFGHIKL>ACDEFGHIKL\n", r"record 20: '>' inside the sequence"),  # continues record 20
+])
+def test_bad_record_inside_a_block_names_its_record(tmp_path, bad, message):
+    _synthetic(tmp_path / "ok.fa.gz", 40)
+    text = gzip.decompress((tmp_path / "ok.fa.gz").read_bytes())
+    cut = [i for i in range(len(text)) if text.startswith(b"\n>", i)][19] + 1  # before record 21
+    path = tmp_path / "mid.fa.gz"
+    path.write_bytes(gzip.compress(text[:cut] + bad + text[cut:]))
+    with pytest.raises(InputError, match=r"mid\.fa\.gz: " + message):
+        preprocess(path, tmp_path / "out", seed=1, min_family_size=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_gzip_is_rejected_without_output(tmp_path, inflater):
     path = tmp_path / "full.fa.gz"
     _synthetic(path, 3000)
     cut = tmp_path / "cut.fa.gz"
@@ -232,7 +258,7 @@ def test_worker_processes_give_identical_outputs(tmp_path, monkeypatch):
     assert 0 < one["families_kept"] < 40 and one["dropped_by_length"]["short"] > 0
 
 
-def test_plain_and_multimember_gzip_inputs_agree(tmp_path):
+def test_plain_and_multimember_gzip_inputs_agree(tmp_path, inflater):
     _synthetic(tmp_path / "one.fa.gz", 600)
     text = gzip.decompress((tmp_path / "one.fa.gz").read_bytes())
     (tmp_path / "plain.fa").write_bytes(text)

@@ -293,10 +293,14 @@ def _parse_block(buf: bytes, end: int, seed: int, cut_test: float, cut_val: floa
 
 def _raise_bad_header(buf: bytes):
     for k, record in enumerate(buf.split(b"\n>")):
+        header, _, sequence = record.removeprefix(b">").partition(b"\n")
         try:
-            parse_header(record.lstrip(b">").split(b"\n", 1)[0])
+            parse_header(header)
         except ValueError as exc:
             raise _BlockError(k, str(exc)) from None
+        if b">" in header or b">" in sequence:
+            raise _BlockError(k, "'>' inside the %s (a header starts its own line)"
+                                 % ("header" if b">" in header else "sequence"))
     raise _BlockError(0, "unparseable FASTA block")
 
 
