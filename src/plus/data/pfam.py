@@ -237,14 +237,13 @@ def _parse_block(buf: bytes, end: int, seed: int, cut_test: float, cut_val: floa
     records = _HEADER_RE.findall(buf, 0, end)
     headers, names, tokens = zip(*records, strict=True) if records else ((),) * 3
     n = len(records)
-    # a header matches only from a '>' and within its line, so every '>' starting a line that ends right
-    # after the match means every record parsed; anything else is a header the regex skipped
+    # a match starts at a '>' and holds at least one: as many '>' as matches, each starting a line, means
+    # match k is the header line at the k-th '>'; anything else is a record the regex skipped
     text = np.frombuffer(buf, np.uint8, end)
     marks = np.flatnonzero(text == ord(">"))
-    seq_start = marks + np.fromiter(map(len, headers), np.int64, n) + 2 if len(marks) == n else None
-    if seq_start is None or (n and (marks[0] or (text[marks[1:] - 1] != 10).any()
-                                    or (text[seq_start - 1] != 10).any())):
+    if len(marks) != n or (n and (marks[0] or (text[marks[1:] - 1] != ord("\n")).any())):
         _raise_bad_header(buf[:end])
+    seq_start = marks + np.fromiter(map(len, headers), np.int64, n) + 2
     seq_end = np.append(marks[1:], end)
     joined = b">".join([buf[a:b] for a, b in zip(seq_start.tolist(), seq_end.tolist(), strict=True)])
     local = _Families()
@@ -298,9 +297,9 @@ def _raise_bad_header(buf: bytes):
             parse_header(header)
         except ValueError as exc:
             raise _BlockError(k, str(exc)) from None
-        if b">" in header or b">" in sequence:
-            raise _BlockError(k, "'>' inside the %s (a header starts its own line)"
-                                 % ("header" if b">" in header else "sequence"))
+        for part, what in ((header, "header"), (sequence, "sequence")):
+            if b">" in part:
+                raise _BlockError(k, f"'>' inside the {what} (a header starts its own line)")
     raise _BlockError(0, "unparseable FASTA block")
 
 
