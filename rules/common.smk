@@ -103,8 +103,9 @@ def as_json(obj):
 
 
 def mirrors(entry):
-    """The mirror URLs of a download entry (`urls:`, or `url:` as a one-element list), in order."""
-    return list(entry.get("urls") or ([entry["url"]] if entry.get("url") else []))
+    """The mirror URLs of a download entry, in order: `url:` first (if any), then `urls:`."""
+    urls = ([entry["url"]] if entry.get("url") else []) + list(entry.get("urls") or [])
+    return list(dict.fromkeys(urls))
 
 
 def download_sources(entry):

@@ -458,3 +458,78 @@ def test_workflow_dry_run_lists_the_mirrors_and_the_corrected_data(tmp_path):
         assert f"plus finetune --task {task} --data results/data_corrected/{task} --pretrained " \
                f"results/pretrain/plus-rnn_base/corrected/" in res.stdout
     assert "results/data_corrected/solubility" not in res.stdout
+
+
+def test_local_path_in_the_config_replaces_the_mirrors_and_check_lists_the_pins(tmp_path):
+    for name in ("config.yaml", "data", "demo", "tests"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "local.yaml").write_text("pfam: {path: /shared/Pfam-A.fasta.gz}\n"
+                                         "downloads: {deeploc: {path: /shared/deeploc_data.fasta}}\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--configfile",
+                          "config.yaml", "local.yaml", "-n", "-p", "downloads", "downloads_check"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "plus download --path /shared/Pfam-A.fasta.gz --out resources/pfam/Pfam27.0/Pfam-A.fasta.gz" in res.stdout
+    assert "plus download --path /shared/deeploc_data.fasta --out resources/downloads/deeploc/" in res.stdout
+    assert "ftp.ebi.ac.uk" not in res.stdout
+    check = next(line for line in res.stdout.splitlines() if "plus download --check" in line)
+    assert ("resources/downloads/deepsol_test_tgt/test_tgt="
+            "ec73662e8911d9bc6de2e9c7d5147b66fb897651c2447f325832c2749c0e48d7") in check
+    assert " resources/pfam/Pfam27.0/Pfam-A.fasta.gz " in f"{check} "  # not pinned yet: no '='
+
+
+def test_schema_takes_url_urls_or_path():
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    base = yaml.safe_load((ROOT / "config.yaml").read_text())
+    schema = str(ROOT / "schemas/config.schema.yaml")
+    for entry in ({"url": "http://a/x.fasta"}, {"urls": ["http://a/x.fasta", "ftp://b/x.fasta"]},
+                  {"path": "/shared/x.fasta", "sha256": ""}, {"path": "/s/x.fasta", "urls": ["http://a/x.fasta"]},
+                  {"url": "http://a/x", "urls": ["http://b/x"]}):
+        validate({**base, "downloads": {"x": entry}}, schema)
+    for entry in ({"sha256": ""}, {"urls": []}, {"url": ""}, {"urls": ["http://a/x"], "sha256": "abc"}):
+        with pytest.raises(WorkflowError):
+            validate({**base, "downloads": {"x": entry}}, schema)
+
+
+def test_download_rules_run_for_real_from_local_mirrors_and_check(tmp_path):
+    """`snakemake downloads_check` with every artefact on file:// mirrors (the canonical fixtures) after a
+    missing first mirror, and Pfam from a local copy: the rules' shell commands really run."""
+    import yaml
+
+    fix = ROOT / "tests/fixtures/canonical"
+    files = {"scope": fix / "scope.tar.gz", "deeploc": fix / "deeploc_data.fasta",
+             "tape_stability": fix / "stability.tar.gz", "tape_fluorescence": fix / "fluorescence.tar.gz",
+             "tape_secondary_structure": fix / "secondary_structure.tar.gz",
+             "transmembrane": fix / "transmembrane.tar.gz"}
+    files.update({f"deepsol_{k}": fix / "deepsol" / k for k in
+                  ("train_src", "train_tgt", "val_src", "val_tgt", "test_src", "test_tgt")})
+    # `url` (replacing config.yaml's) is tried first, then `urls` (replacing config.yaml's lists)
+    downloads = {a: {"url": (tmp_path / "gone" / p.name).as_uri(), "urls": [p.as_uri()], "sha256": ""}
+                 for a, p in files.items()}
+    downloads["deeploc"]["sha256"] = sha((fix / "deeploc_data.fasta").read_bytes())
+    pfam = tmp_path / "shared/Pfam-A.fasta.gz"
+    pfam.parent.mkdir()
+    pfam.write_bytes(gzip.compress(b">A0A/1-30 A0A.1 PF00001.26;7tm_1;\nMKVLAAGIV\n", mtime=0))
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump({"downloads": downloads, "pfam": {"path": str(pfam)}}))
+    for name in ("config.yaml", "data", "demo", "tests"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--configfile",
+                          "config.yaml", "local.yaml", "--cores", "2", "downloads_check"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r[0]: r for r in (line.split("\t") for line in (tmp_path / "logs/download/check.log").read_text()
+                              .splitlines()[1:])}
+    assert len(rows) == len(files) + 1
+    for artefact, path in files.items():
+        row = rows[f"resources/downloads/{artefact}/{path.name}"]
+        assert row[1] == f"{path.as_uri()} (mirror 2/2)" and row[3] == sha(path.read_bytes())
+        assert (tmp_path / row[0]).read_bytes() == path.read_bytes()
+    assert rows[f"resources/downloads/deeploc/{files['deeploc'].name}"][4] == "pinned, matches"
+    assert rows["resources/pfam/Pfam27.0/Pfam-A.fasta.gz"][1] == f"{pfam.resolve()} (local (hard link))"
+    log = (tmp_path / "logs/download/scope/scope.tar.gz.log").read_text()
+    assert log.startswith(f"mirror 1/2 {(tmp_path / 'gone/scope.tar.gz').as_uri()}: not found")
