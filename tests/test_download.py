@@ -284,7 +284,7 @@ def test_local_copy_is_verified_and_used_without_network(server, tmp_path):
     assert code == 0 and out.read_bytes() == data and route.requests == []
     assert os.path.samefile(src, out)  # hard-linked (same file system)
     info = json.loads(Path(f"{out}.source.json").read_text())
-    assert info["source"] == str(src.resolve()) and info["how"] == "local (hard link)"
+    assert info["source"] == str(src.resolve()) and info["how"] == "local copy, hard link"
 
 
 @pytest.mark.parametrize("make, needle", [
@@ -530,6 +530,6 @@ def test_download_rules_run_for_real_from_local_mirrors_and_check(tmp_path):
         assert row[1] == f"{path.as_uri()} (mirror 2/2)" and row[3] == sha(path.read_bytes())
         assert (tmp_path / row[0]).read_bytes() == path.read_bytes()
     assert rows[f"resources/downloads/deeploc/{files['deeploc'].name}"][4] == "pinned, matches"
-    assert rows["resources/pfam/Pfam27.0/Pfam-A.fasta.gz"][1] == f"{pfam.resolve()} (local (hard link))"
+    assert rows["resources/pfam/Pfam27.0/Pfam-A.fasta.gz"][1] == f"{pfam.resolve()} (local copy, hard link)"
     log = (tmp_path / "logs/download/scope/scope.tar.gz.log").read_text()
     assert log.startswith(f"mirror 1/2 {(tmp_path / 'gone/scope.tar.gz').as_uri()}: not found")

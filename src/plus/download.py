@@ -408,7 +408,7 @@ def use_local(path, out, sha256: str = "", is_gzip: bool = False, log=_log) -> s
             tmp.unlink()
             raise InputError(f"{src}: the copy to {out} came out {copied} bytes, not {size}") from None
     os.replace(tmp, out)
-    _record(out, str(src.resolve()), f"local ({how})", size, digest, sha256)
+    _record(out, str(src.resolve()), f"local copy, {how}", size, digest, sha256)
     log(f"{out}: {size} bytes, {how} of the local copy {src}, sha256 {digest}")
     return digest
 
