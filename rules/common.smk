@@ -211,7 +211,10 @@ def download_path(artefact):
 
 def download_pins():
     """{download target: pinned sha256 ('' = none yet)} of this configuration's downloads."""
-    pins = {download_path(a): config["downloads"][a].get("sha256", "") for a in config.get("downloads", {})}
+    pins = {
+        download_path(a): config["downloads"][a].get("sha256", "")
+        for a in config.get("downloads", {})
+    }
     pins[pfam_source()] = config["pfam"].get("sha256", "")
     return {path: pins[path] for path in download_targets()}
 

@@ -46,6 +46,8 @@ rule downloads_check:
     conda:
         "../envs/plus.yaml"
     params:
-        entries=lambda wc: " ".join(f"{path}={sha}" if sha else path for path, sha in download_pins().items()),
+        entries=lambda wc: " ".join(
+            f"{path}={sha}" if sha else path for path, sha in download_pins().items()
+        ),
     shell:
         "plus download --check {params.entries} 2>&1 | tee {log}"
