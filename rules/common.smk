@@ -1,6 +1,7 @@
 import glob
 import json
 import re
+import shlex
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -55,6 +56,7 @@ wildcard_constraints:
     seed=r"\d+",
     variant=r"[a-z0-9_]+",
     artefact=r"[a-z0-9_]+",
+    datavariant="data|data_corrected",
 
 
 def model_cfg(model):
@@ -65,8 +67,9 @@ def family(model):
     return model_cfg(model)["family"]
 
 
-def fidelity(ablation):
-    """Reference-fidelity switches for one ablation: `corrected` turns every switch off."""
+def fidelity(ablation, data=False):
+    """Reference-fidelity switches for one ablation: `corrected` turns every switch off. Switches named
+    `data_<task>_*` change a task's converted data (see task_data) and come only with `data`."""
     switches = {
         "b1_drop_second_mlm_loss": True,
         "b2_sum_pooling": True,
@@ -79,11 +82,13 @@ def fidelity(ablation):
         "b11_decay_all_params": True,
         "b12_tm_region_quirk": True,
         "b16_select_on_test": True,
+        "data_localization_dual_as_first": True,
+        "data_transmembrane_drop_signal_peptides": True,
     }
     switches.update(config.get("reference_fidelity", {}))
     if ablation == "corrected":
         switches = {k: False for k in switches}
-    return switches
+    return {k: v for k, v in switches.items() if k.startswith("data_") == data}
 
 
 def as_json(obj):
@@ -95,6 +100,25 @@ def as_json(obj):
 
 
 # ---------------------------------------------------------------- Pfam
+
+
+def mirrors(entry):
+    """The mirror URLs of a download entry, in order: `url:` first (if any), then `urls:`."""
+    urls = ([entry["url"]] if entry.get("url") else []) + list(entry.get("urls") or [])
+    return list(dict.fromkeys(urls))
+
+
+def download_sources(entry):
+    """`plus download` arguments: `--path P` for a local copy, else one `--url U` per mirror."""
+    if entry.get("path"):
+        return f"--path {shlex.quote(entry['path'])}"
+    return " ".join(f"--url {shlex.quote(u)}" for u in mirrors(entry))
+
+
+def artefact_filename(entry):
+    """Output file name of a download: the first mirror's file name (or the local copy's)."""
+    urls = mirrors(entry)
+    return Path(urlparse(urls[0]).path).name if urls else Path(entry["path"]).name
 
 
 def pfam_source():
@@ -123,9 +147,12 @@ def max_len_flag(wildcards):
 
 
 def homology_pair_flags(wildcards):
-    if wildcards.task != "homology" or config["data"]["source"] != "embedded":
+    if wildcards.task != "homology":
         return ""
     pairs = config["data"].get("homology_pairs", {})
+    if config["data"]["source"] == "canonical":
+        choice = config["data"].get("homology_test_2_07", "sampled")
+        return f"--homology-2-07 {choice} --n-pairs-test {pairs.get('test', 100000)}"
     return f"--n-pairs-dev {pairs.get('dev', 10000)} --n-pairs-test {pairs.get('test', 100000)}"
 
 
@@ -179,8 +206,29 @@ CANONICAL_ARTEFACTS = {
 
 
 def download_path(artefact):
-    url = config["downloads"][artefact]["url"]
-    return f"resources/downloads/{artefact}/{Path(urlparse(url).path).name}"
+    return f"resources/downloads/{artefact}/{artefact_filename(config['downloads'][artefact])}"
+
+
+def download_pins():
+    """{download target: pinned sha256 ('' = none yet)} of this configuration's downloads."""
+    pins = {
+        download_path(a): config["downloads"][a].get("sha256", "")
+        for a in config.get("downloads", {})
+    }
+    pins[pfam_source()] = config["pfam"].get("sha256", "")
+    return {path: pins[path] for path in download_targets()}
+
+
+def data_switches(task, ablation):
+    """The task converter's reference-fidelity switches (`data_<task>_*`) for one ablation."""
+    return {k: v for k, v in fidelity(ablation, data=True).items() if k.startswith(f"data_{task}_")}
+
+
+def task_data(task, ablation="plus"):
+    """manifest.json of a task's converted data for one ablation: results/data/ (the configured switches),
+    or results/data_corrected/ when `corrected` changes one of the task's data switches."""
+    corrected = data_switches(task, ablation) != data_switches(task, "plus")
+    return f"results/{'data_corrected' if corrected else 'data'}/{task}/manifest.json"
 
 
 def task_raw(wildcards):

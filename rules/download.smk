@@ -1,5 +1,6 @@
-# Canonical downloads: local rules (login nodes have internet, compute nodes often not),
-# retried, resumable, verified against the checksum in the config, written atomically.
+# Canonical downloads: local rules (login nodes have internet, compute nodes often not). Each artefact has
+# mirrors tried in order (`urls:`, or `url:`) or a local copy (`path:`); transfers resume per mirror, and a
+# file is moved into place only after its type, gzip stream and sha256 check out (see src/plus/download.py).
 
 
 rule download_pfam:
@@ -13,11 +14,10 @@ rule download_pfam:
     conda:
         "../envs/plus.yaml"
     params:
-        url=config["pfam"]["url"],
+        sources=download_sources(config["pfam"]),
         sha256=config["pfam"].get("sha256", ""),
     shell:
-        "plus download --url {params.url} --out {output.fasta} --sha256 '{params.sha256}' "
-        "--gzip > {log} 2>&1"
+        "plus download {params.sources} --out {output.fasta} --sha256 '{params.sha256}' > {log} 2>&1"
 
 
 rule download_artefact:
@@ -31,7 +31,23 @@ rule download_artefact:
     conda:
         "../envs/plus.yaml"
     params:
-        url=lambda wc: config["downloads"][wc.artefact]["url"],
+        sources=lambda wc: download_sources(config["downloads"][wc.artefact]),
         sha256=lambda wc: config["downloads"][wc.artefact].get("sha256", ""),
     shell:
-        "plus download --url {params.url} --out {output} --sha256 '{params.sha256}' > {log} 2>&1"
+        "plus download {params.sources} --out {output} --sha256 '{params.sha256}' > {log} 2>&1"
+
+
+rule downloads_check:
+    input:
+        download_targets(),
+    log:
+        "logs/download/check.log",
+    localrule: True
+    conda:
+        "../envs/plus.yaml"
+    params:
+        entries=lambda wc: " ".join(
+            f"{path}={sha}" if sha else path for path, sha in download_pins().items()
+        ),
+    shell:
+        "plus download --check {params.entries} 2>&1 | tee {log}"

@@ -3,7 +3,7 @@
 
 rule finetune:
     input:
-        data="results/data/{task}/manifest.json",
+        data=lambda wc: task_data(wc.task, wc.ablation),
         pretrained=pretrained_model,
     output:
         model="results/finetune/{task}/{model}/{ablation}/seed{seed}/model.pt",
@@ -34,7 +34,7 @@ rule finetune:
 
 rule evaluate:
     input:
-        data="results/data/{task}/manifest.json",
+        data=lambda wc: task_data(wc.task, wc.ablation),
         model="results/finetune/{task}/{model}/{ablation}/seed{seed}/model.pt",
     output:
         metrics="results/finetune/{task}/{model}/{ablation}/seed{seed}/metrics.json",

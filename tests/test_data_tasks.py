@@ -1,12 +1,15 @@
 """Task converters and readers (plus.data.convert, plus.data.tasks) on the real embedded data."""
 
 import argparse
+import gzip
+import io
 import json
 import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from plus.data import convert as C
 from plus.data.tasks import (
@@ -25,7 +28,7 @@ FIX = Path(__file__).parent / "fixtures" / "canonical"
 
 EXPECTED = {
     "solubility": (6248, 694, {"deepsol": 2001}),
-    "localization": (1489, 166, {"deeploc": 2768}),
+    "localization": (1510, 168, {"deeploc": 2768}),  # the 23 Cytoplasm-Nucleus records labelled Cytoplasm
     "stability": (53614, 2512, {"tape": 12851}),
     "fluorescence": (4290, 536, {"tape_valid_resplit": 536}),
     "secstr": (358, 51, {"cb513": 102, "ts115": 115, "casp12": 20}),
@@ -81,7 +84,13 @@ def test_localization_labels_and_truncation(converted):
     assert test["Q9H400"][2] == LOCALIZATION_CLASSES.index("Cell.membrane") == 0
     assert test["P53747"][2] == 5  # Lysosome/Vacuole-M
     assert sorted({r[2] for r in test.values()}) == list(range(10))
-    assert m["dropped"]["train_fasta: Cytoplasm-Nucleus"] == 23
+    dual = [h.split()[0] for _, h, _ in C.read_fasta(EMB / "localization/deeploc_our_val_set.fasta.gz")
+            if h.split()[1].startswith("Cytoplasm-Nucleus")]
+    assert len(dual) == 23 and m["dropped"] == {}
+    assert m["relabelled"] == {"train_fasta: Cytoplasm-Nucleus -> Cytoplasm": len(dual)}
+    assert m["fidelity"] == {"data_localization_dual_as_first": True}
+    pool = {r[0]: r[2] for f in (m["splits"]["train"], m["splits"]["dev"]) for r in read_split(task_dir, f)}
+    assert {pool[k] for k in dual} == {LOCALIZATION_CLASSES.index("Cytoplasm")}
     raw = {h.split()[0]: s for _, h, s in C.read_fasta(EMB / "localization/deeploc_test_set.fasta.gz")}
     long_ids = [k for k, s in raw.items() if len(s) > 1000]
     assert long_ids and all(test[k][1] == raw[k][:500] + raw[k][-500:] for k in long_ids)
@@ -286,13 +295,29 @@ CANONICAL_RAW = {
 }
 CANONICAL_COUNTS = {
     "solubility": (6, 4, {"deepsol": 4}),
-    "localization": (4, 1, {"deeploc": 3}),
+    "localization": (6, 1, {"deeploc": 3}),
     "stability": (3, 3, {"tape": 3}),
     "fluorescence": (3, 3, {"tape": 3}),
     "secstr": (3, 2, {"cb513": 2, "casp12": 2, "ts115": 2}),
-    "transmembrane": (6, 1, {"topcons2": 2}),
-    "homology": (6, 3, {"2.06": 3, "2.07": 2}),
+    "transmembrane": (3, 1, {"topcons2": 1}),  # the SP+TM and Globular+SP records (with S) dropped
+    "homology": (6, 3, {"2.06": 3, "2.07": 15}),
 }
+
+
+def _scope_member(suffix: str) -> str:
+    with tarfile.open(FIX / "scope.tar.gz") as tf:
+        (member,) = [m for m in tf.getmembers() if m.name.endswith(suffix)]
+        return tf.extractfile(member).read().decode()
+
+
+def _topcons2_sets() -> dict[str, list[tuple[str, str]]]:
+    """{set: [(id, labels)]} of the TOPCONS2 fixture, read from the archive itself."""
+    out = {}
+    with tarfile.open(FIX / "transmembrane.tar.gz") as tf:
+        for m in tf.getmembers():
+            lines = tf.extractfile(m).read().decode().split()
+            out[Path(m.name).stem] = [(lines[k][1:], lines[k + 2]) for k in range(0, len(lines), 3)]
+    return out
 
 
 @pytest.mark.parametrize("task", C.TASKS)
@@ -308,7 +333,7 @@ def test_canonical_converters(tmp_path, task):
 
 def test_canonical_records(tmp_path):
     m = C.convert_task("localization", "canonical", CANONICAL_RAW["localization"], tmp_path / "loc", 0)
-    assert m["dropped"] == {"Cytoplasm-Nucleus": 1}
+    assert m["relabelled"] == {"fasta: Cytoplasm-Nucleus -> Cytoplasm": 2} and m["dropped"] == {}
     test = read_split(tmp_path / "loc", "test_deeploc.fa")
     assert test[0][0] == "Q9H400" and test[0][2] == 0
     assert max(len(r[1]) for r in read_split(tmp_path / "loc", "train.fa")) == 1000
@@ -317,17 +342,19 @@ def test_canonical_records(tmp_path):
         first = json.load(tf.extractfile("secondary_structure/secondary_structure_cb513.json"))[0]
     rec = read_split(tmp_path / "ss", "test_cb513.3line")[0]
     assert rec[1:] == (first["primary"], "".join(map(str, first["ss8"])))
-    m = C.convert_task("transmembrane", "canonical", CANONICAL_RAW["transmembrane"], tmp_path / "tm", 0)
-    assert m["dropped"] == {"TM: records with L": 1}
     m = C.convert_task("homology", "canonical", CANONICAL_RAW["homology"], tmp_path / "h", 0)
     assert m["contact_maps"]["2.06"] == {"dir": "cmap_2.06", "pngs": 1}
     assert (tmp_path / "h/cmap_2.06/dl/d1dlya_.png").read_bytes().startswith(b"\x89PNG")
     pairs = read_split(tmp_path / "h", "test_2.07_pairs.tsv")
-    assert [p[4] for p in pairs] == [1, 1]
+    raw_pairs = _scope_member("2.07-new.allpairs.txt").splitlines()
+    assert raw_pairs[0].split("\t") == ["pdb_id_A", "pdb_id_B", "sequence_A", "sequence_B", "scop_A", "scop_B",
+                                        "similarity"]  # Bepler's 7 columns
+    assert [(p[0], p[1], p[4]) for p in pairs] == [(r.split("\t")[0], r.split("\t")[1], int(r.split("\t")[6]))
+                                                  for r in raw_pairs[1:]]
     # the test domains themselves (for embeddings): 2.06 test and 2.07-new FASTAs, with their sccs
     assert m["domains"] == {"train": "train.fa", "test_2.06": "test_2.06.fa", "test_2.07": "test_2.07.fa"}
     new = read_split(tmp_path / "h", "test_2.07.fa")
-    assert len(new) == 3 and {r[0] for r in new} >= {pairs[0][0], pairs[0][1]}
+    assert {r[0] for r in new} == {p[0] for p in pairs} | {p[1] for p in pairs}
     assert all(len(r[2].split(".")) == 4 for r in new)
 
 
@@ -370,3 +397,139 @@ def test_cli(tmp_path):
     )
     with pytest.raises(InputError, match="expected KEY=PATH"):
         args.func(args)
+
+
+# -- reference behaviour vs `corrected` (reference_fidelity data_* switches) ------------------------------
+
+
+def _dual_records(path) -> list[str]:
+    return [h.split()[0] for _, h, _ in C.read_fasta(path) if h.split()[1].startswith("Cytoplasm-Nucleus")]
+
+
+@pytest.mark.parametrize("source", ["embedded", "canonical"])
+def test_localization_dual_locations_reference_and_corrected(tmp_path, source):
+    raw = C.embedded_raw("localization", EMB) if source == "embedded" else CANONICAL_RAW["localization"]
+    dual = sum(len(_dual_records(p)) for p in raw.values())
+    assert dual > 0
+    ref = C.convert_task("localization", source, raw, tmp_path / "ref", 0)
+    fixed = C.convert_task("localization", source, raw, tmp_path / "fixed", 0,
+                           fidelity={"data_localization_dual_as_first": False})
+    assert sum(ref["relabelled"].values()) == dual and ref["dropped"] == {}
+    assert sum(fixed["dropped"].values()) == dual and fixed["relabelled"] == {}
+    assert all("-> Cytoplasm" in k for k in ref["relabelled"]) and all(k.endswith("Cytoplasm-Nucleus")
+                                                                      for k in fixed["dropped"])
+    assert fixed["fidelity"] == {"data_localization_dual_as_first": False}
+    n = {m["fidelity"]["data_localization_dual_as_first"]: m["counts"]["train"] + m["counts"]["dev"]
+         + sum(m["counts"]["test"].values()) for m in (ref, fixed)}
+    assert n[True] - n[False] == dual
+    assert "first part" in ref["rules"]["dual locations"] and "dropped" in fixed["rules"]["dual locations"]
+
+
+def test_transmembrane_signal_peptides_reference_and_corrected(tmp_path):
+    sets = _topcons2_sets()
+    with_s = {name: sum("S" in lab for _, lab in recs) for name, recs in sets.items()}
+    assert with_s["SP+TM"] == len(sets["SP+TM"]) > 0 and with_s["Globular+SP"] == len(sets["Globular+SP"]) > 0
+    assert with_s["TM"] == with_s["Globular"] == 0
+    raw = CANONICAL_RAW["transmembrane"]
+    ref = C.convert_task("transmembrane", "canonical", raw, tmp_path / "ref", 0)
+    fixed = C.convert_task("transmembrane", "canonical", raw, tmp_path / "fixed", 0,
+                           fidelity={"data_transmembrane_drop_signal_peptides": False})
+    # the reference's I/O/M-only data: every record with S dropped, so both SP sets vanish
+    assert ref["dropped"] == {f"{name}: records with S": n for name, n in with_s.items() if n}
+    assert ref["rules"]["sets kept"] == {name: len(recs) - with_s[name] for name, recs in sets.items()}
+    assert ref["relabelled"] == {}
+    # corrected: all four sets, full length, S residues labelled O
+    assert fixed["dropped"] == {} and fixed["rules"]["sets kept"] == {n: len(r) for n, r in sets.items()}
+    residues = {name: sum(lab.count("S") for _, lab in recs) for name, recs in sets.items()}
+    for name, n in with_s.items():
+        if n:
+            assert fixed["relabelled"][f"{name}: records with S: signal peptide labelled O"] == n
+            assert fixed["relabelled"][f"{name}: residues S -> O"] == residues[name]
+    total = {m["fidelity"]["data_transmembrane_drop_signal_peptides"]: m["counts"]["train"] + m["counts"]["dev"]
+             + m["counts"]["test"]["topcons2"] for m in (ref, fixed)}
+    assert total == {True: sum(len(r) - with_s[n] for n, r in sets.items()), False: sum(map(len, sets.values()))}
+    recs = {r[0]: r for f in ("train.3line", "dev.3line", "test_topcons2.3line")
+            for r in read_split(tmp_path / "fixed", f)}
+    ident, labels = sets["SP+TM"][0]
+    assert recs[f"SP+TM:{ident}"][2] == labels.replace("S", "O")
+
+
+def test_transmembrane_canonical_rejects_letters_bepler_never_used(tmp_path):
+    """TOPCONS2 sets hold I/O/M/S only (Bepler's encoder raises on anything else): an L stops the converter."""
+    archive = tmp_path / "transmembrane.tar.gz"
+    with tarfile.open(FIX / "transmembrane.tar.gz") as src, tarfile.open(archive, "w:gz") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read()
+            if m.name.endswith("/TM.3line"):
+                lines = data.decode().split("\n")
+                lines[2] = "L" + lines[2][1:]
+                data = "\n".join(lines).encode()
+            m.size = len(data)
+            dst.addfile(m, io.BytesIO(data))
+    with pytest.raises(InputError, match=r"TM\.3line: record 1 \(TM:.*\): label\(s\) 'L' outside 'IOMS'"):
+        C.convert_task("transmembrane", "canonical", {"archive": archive}, tmp_path / "o", 0)
+    assert not (tmp_path / "o").exists()
+
+
+def test_homology_2_07_sampled_by_default_or_all(tmp_path):
+    raw_levels = [int(r.split("\t")[6]) for r in _scope_member("2.07-new.allpairs.txt").splitlines()[1:]]
+    every = C.convert_task("homology", "canonical", CANONICAL_RAW["homology"], tmp_path / "all", 0,
+                           contact_maps=False, test_2_07="all")
+    assert every["counts"]["test"]["2.07"] == len(raw_levels)
+    sampled = C.convert_task("homology", "canonical", CANONICAL_RAW["homology"], tmp_path / "s", 0,
+                             contact_maps=False, n_pairs_test=5)
+    quota = 5 // 5
+    assert sampled["counts"]["pairs_per_level"]["2.07"] == [min(quota, raw_levels.count(k)) for k in range(5)]
+    assert "sampled" in sampled["rules"]["test 2.07"] and "all" in every["rules"]["test 2.07"]
+    C.convert_task("homology", "canonical", CANONICAL_RAW["homology"], tmp_path / "s2", 0,
+                   contact_maps=False, n_pairs_test=5)
+    assert (tmp_path / "s/test_2.07_pairs.tsv").read_bytes() == (tmp_path / "s2/test_2.07_pairs.tsv").read_bytes()
+
+
+def test_unknown_data_switch_is_rejected(tmp_path):
+    with pytest.raises(InputError, match="data_localization_typo=True is not a boolean data switch"):
+        C.convert_task("localization", "canonical", CANONICAL_RAW["localization"], tmp_path / "o", 0,
+                       fidelity={"data_localization_typo": True})
+    with pytest.raises(InputError, match="is not a boolean data switch"):
+        C.convert_task("secstr", "canonical", CANONICAL_RAW["secstr"], tmp_path / "o", 0,
+                       fidelity={"data_localization_dual_as_first": False})
+
+
+# -- TAPE archive generations -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task, name", [("stability", "stability"), ("fluorescence", "fluorescence"),
+                                        ("secstr", "secondary_structure")])
+def test_tensorflow_era_tape_archive_names_the_right_url(tmp_path, task, name):
+    archive = FIX / "tape_tf_era" / f"{name}.tar.gz"
+    with tarfile.open(archive) as tf:  # the fixture really is the old encoding: token ids, same member names
+        first = json.load(tf.extractfile(f"{name}/{name}_train.json"))[0]
+    assert isinstance(first["primary"], list) and all(isinstance(i, int) for i in first["primary"])
+    with pytest.raises(InputError) as err:
+        C.convert_task(task, "canonical", {"archive": archive}, tmp_path / task, 0)
+    msg = str(err.value)
+    assert "\n" not in msg and "TensorFlow-era" in msg
+    assert f"http://s3.amazonaws.com/songlabdata/proteindata/data_raw_pytorch/{name}.tar.gz" in msg
+    assert not (tmp_path / task).exists()
+
+
+def test_config_downloads_the_pytorch_tape_archives():
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())["downloads"]
+    for artefact, name in [("tape_stability", "stability"), ("tape_fluorescence", "fluorescence"),
+                           ("tape_secondary_structure", "secondary_structure")]:
+        urls = config[artefact].get("urls") or [config[artefact]["url"]]
+        assert urls == [C.TAPE_RAW_URL.format(name)]
+
+
+def test_tape_member_that_is_a_gzip_file_is_named(tmp_path):
+    """TAPE issue #49: stability_test.json once was a gzipped tar; the converter says so in one line."""
+    archive = tmp_path / "stability.tar.gz"
+    with tarfile.open(FIX / "stability.tar.gz") as src, tarfile.open(archive, "w:gz") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read()
+            if m.name.endswith("_test.json"):
+                data = gzip.compress(data)
+            m.size = len(data)
+            dst.addfile(m, io.BytesIO(data))
+    with pytest.raises(InputError, match="stability_test.json: a gzip file, not JSON .*TAPE issue #49"):
+        C.convert_task("stability", "canonical", {"archive": archive}, tmp_path / "o", 0)

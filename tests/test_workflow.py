@@ -61,7 +61,7 @@ def test_paper_scale_dry_run_lists_the_complete_dag_quickly(tmp_path):
     assert elapsed < 10
     assert counts["download_pfam"] == 1 and counts["pfam_preprocess"] == 3  # rnn, tfm and elmo corpus variants
     assert counts["download_artefact"] == 12  # 7 canonical releases (DeepSol as its 6 files)
-    assert counts["convert_task"] == 7
+    assert counts["convert_task"] == 7 + 2  # + localization, transmembrane for `corrected` (data_* switches)
     # experiments: base x 5 ablations, large x 2, tfm, p-elmo; 'none' is not pre-trained; 3 seeds
     assert counts["pretrain"] == (4 + 1 + 1 + 1) * 3
     assert counts["finetune"] == counts["evaluate"] == 9 * 7 * 3

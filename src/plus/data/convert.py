@@ -2,14 +2,19 @@
 
 Two sources per task: ``embedded`` (the real subsets in ``data/embedded``, used by the demo) and
 ``canonical`` (the full public releases listed in the data-sources spec). Every split rule is seeded and
-documented in DATA.md and in the manifest (``rules``, ``notes``); nothing is relabelled: records whose
-labels fall outside the reference's label set are dropped and counted (``dropped``) or raise InputError.
+documented in DATA.md and in the manifest (``rules``, ``notes``). Records whose labels fall outside the
+reference's label set are dropped and counted (``dropped``), relabelled the way the reference does and
+counted (``relabelled``), or raise InputError. Where the reference's handling is a quirk, a
+``data_<task>_<option>`` reference-fidelity switch (manifest ``fidelity``) selects it or the corrected one.
 
-CLI: ``plus data convert --task T --source embedded|canonical --raw KEY=PATH ... --outdir DIR --seed N``.
+CLI: ``plus data convert --task T --source embedded|canonical --raw KEY=PATH ... --outdir DIR --seed N
+[--fidelity JSON]``.
 """
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import math
 import os
@@ -80,11 +85,9 @@ LOCALIZATION_DEV_FRACTION = 0.1
 # what the canonical rules produce from the full releases (release docs; None = not documented)
 CANONICAL_EXPECTED_COUNTS = {
     "solubility": {"train": 62478, "dev": 6942, "test": {"deepsol": 2001}},
-    "localization": {
-        "train": 11085 - math.floor(11085 * LOCALIZATION_DEV_FRACTION + 0.5),
-        "dev": math.floor(11085 * LOCALIZATION_DEV_FRACTION + 0.5),
-        "test": {"deeploc": 2773},
-    },
+    # reference handling: 14,004 records, the 146 Cytoplasm-Nucleus ones (partitions not documented) kept as
+    # Cytoplasm; `corrected` (dropped): train+dev 11,085 -> 9,976 / 1,109, test 2,773 (third-party count)
+    "localization": {"train": None, "dev": None, "test": {"deeploc": None}},
     "stability": {"train": 53614, "dev": 2512, "test": {"tape": 12851}},
     "fluorescence": {"train": 21446, "dev": 5362, "test": {"tape": 27217}},
     "secstr": {"train": 8678, "dev": 2170, "test": {"cb513": 513, "casp12": 21, "ts115": 115}},
@@ -148,6 +151,8 @@ def _protein_task(
     seed,
     max_train,
     dropped=None,
+    relabelled=None,
+    switches=None,
     **extra,
 ) -> dict:
     files = {"train.fa": protein_lines(train), "dev.fa": protein_lines(dev)}
@@ -155,7 +160,8 @@ def _protein_task(
     splits = {"train": "train.fa", "dev": "dev.fa", "test": {name: f"test_{name}.fa" for name in tests}}
     counts = {"train": len(train), "dev": len(dev), "test": {name: len(r) for name, r in tests.items()}}
     manifest = _manifest(
-        task, labels, splits, counts, source, inputs, rules, notes, seed, max_train, dropped, **extra
+        task, labels, splits, counts, source, inputs, rules, notes, seed, max_train, dropped,
+        relabelled=relabelled, switches=switches, **extra,
     )
     return write_task(outdir, manifest, files)
 
@@ -175,6 +181,8 @@ def _residue_task(
     seed,
     max_train,
     dropped=None,
+    relabelled=None,
+    switches=None,
 ) -> dict:
     files = {"train.3line": residue_lines(train), "dev.3line": residue_lines(dev)}
     files.update({f"test_{name}.3line": residue_lines(recs) for name, recs in tests.items()})
@@ -196,6 +204,8 @@ def _residue_task(
         seed,
         max_train,
         dropped,
+        relabelled=relabelled,
+        switches=switches,
         label_chars=label_chars,
     )
     return write_task(outdir, manifest, files)
@@ -214,7 +224,8 @@ def _check_nonempty(task, counts: dict) -> None:
         )
 
 
-def _manifest(task, labels, splits, counts, source, inputs, rules, notes, seed, max_train, dropped, **extra):
+def _manifest(task, labels, splits, counts, source, inputs, rules, notes, seed, max_train, dropped,
+              relabelled=None, switches=None, **extra):
     _check_nonempty(task, counts)
     return {
         "task": task,
@@ -224,6 +235,8 @@ def _manifest(task, labels, splits, counts, source, inputs, rules, notes, seed, 
         "splits": splits,
         "counts": counts,
         "dropped": dropped or {},
+        "relabelled": relabelled or {},
+        "fidelity": switches or {},
         "source": source,
         "inputs": {k: Path(v).name for k, v in inputs.items()},
         "seed": seed,
@@ -277,10 +290,25 @@ def _deeploc_location(token: str) -> str:
     return "-".join(parts)
 
 
-def _deeploc(path) -> tuple[list[tuple[str, str, int]], list[bool], Counter]:
+def _deeploc_label(path, record, ident, token: str, dual_as_first: bool) -> tuple[str | None, str]:
+    """(class name or None = drop, what happened) for a DeepLoc location token. A dual location such as
+    ``Cytoplasm-Nucleus`` becomes its first part with `dual_as_first` (the reference's
+    ``split("-")[0]``), else it is dropped; a location outside the 10 classes raises."""
+    location = _deeploc_location(token)
+    parts = location.split("-")
+    if location in LOCALIZATION_CLASSES:
+        return location, ""
+    if len(parts) > 1 and all(p in LOCALIZATION_CLASSES for p in parts):
+        return (parts[0], f"{location} -> {parts[0]}") if dual_as_first else (None, location)
+    raise InputError(
+        f"{path}: record {record} ({ident}): location {token!r} is not one of the 10 DeepLoc classes"
+    )
+
+
+def _deeploc(path, dual_as_first: bool = True) -> tuple[list[tuple[str, str, int]], list[bool], Counter, Counter]:
     """DeepLoc FASTA ``>ACC Location-M|S|U [test]`` -> records (id, truncated seq, class id), test flags,
-    and the count of dropped dual-location ``Cytoplasm-Nucleus`` records."""
-    out, is_test, dropped, seen = [], [], Counter(), set()
+    and the counts of relabelled and dropped dual-location records (see `_deeploc_label`)."""
+    out, is_test, relabelled, dropped, seen = [], [], Counter(), Counter(), set()
     for record, header, seq in read_fasta(path):
         fields = header.split()
         ident = fields[0]
@@ -289,15 +317,12 @@ def _deeploc(path) -> tuple[list[tuple[str, str, int]], list[bool], Counter]:
         if ident in seen:
             raise InputError(f"{path}: record {record} ({ident}): duplicate identifier")
         seen.add(ident)
-        location = _deeploc_location(fields[1])
-        if location == "Cytoplasm-Nucleus":
-            dropped["Cytoplasm-Nucleus"] += 1
+        location, note = _deeploc_label(path, record, ident, fields[1], dual_as_first)
+        if location is None:
+            dropped[note] += 1
             continue
-        if location not in LOCALIZATION_CLASSES:
-            raise InputError(
-                f"{path}: record {record} ({ident}): location {fields[1]!r} is not one of the "
-                f"10 DeepLoc classes"
-            )
+        if note:
+            relabelled[note] += 1
         if not seq.isalpha():
             raise InputError(f"{path}: record {record} ({ident}): empty sequence or non-letter characters")
         seq = seq.upper()
@@ -308,7 +333,7 @@ def _deeploc(path) -> tuple[list[tuple[str, str, int]], list[bool], Counter]:
         is_test.append("test" in fields[2:])
     if not out:
         raise InputError(f"{path}: empty file (no usable records)")
-    return out, is_test, dropped
+    return out, is_test, relabelled, dropped
 
 
 def _check_float(where, record, text) -> str:
@@ -393,10 +418,20 @@ def _netsurfp_csv(path, prefix: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def _threeline(path, drop: str | None, prefix: str = "") -> tuple[list[tuple[str, str, str]], Counter]:
-    """3line topology records; records with a label letter in `drop` (any non-I/O/M letter when None) are
-    dropped and counted by letter; any other letter raises InputError."""
-    out, dropped, seen = [], Counter(), set()
+SIGNAL_PEPTIDE = "S"  # TOPCONS2 label of signal-peptide residues (Bepler's encoder: class 3)
+
+
+def _threeline(
+    path, drop: str, prefix: str = "", drop_signal_peptides: bool = True
+) -> tuple[list[tuple[str, str, str]], Counter, Counter]:
+    """3line topology records -> (records, dropped, relabelled counts).
+
+    A record with a label letter in `drop` is dropped (counted by letters). A record with S
+    (signal peptide) is dropped with `drop_signal_peptides`, else its S residues become O (counted); any
+    other letter outside I/O/M raises InputError naming the record.
+    """
+    out, dropped, relabelled, seen = [], Counter(), Counter(), set()
+    allowed = TM_LABELS + drop + SIGNAL_PEPTIDE
     for record, header, seq, labels in read_3line(path):
         ident = prefix + (header.split()[0] if header.split() else "")
         if ident in seen or not header.split():
@@ -404,17 +439,29 @@ def _threeline(path, drop: str | None, prefix: str = "") -> tuple[list[tuple[str
         seen.add(ident)
         if not seq.isalpha():
             raise InputError(f"{path}: record {record} ({ident}): empty sequence or non-letter characters")
-        other = sorted(set(labels) - set(TM_LABELS))
-        if drop is not None and set(other) - set(drop):
+        bad = sorted(set(labels) - set(allowed))
+        if bad:
             raise InputError(
-                f"{path}: record {record} ({ident}): label(s) {''.join(set(other) - set(drop))!r} outside "
-                f"{TM_LABELS + drop!r}"
+                f"{path}: record {record} ({ident}): label(s) {''.join(bad)!r} outside {allowed!r}"
             )
+        if SIGNAL_PEPTIDE in labels and not drop_signal_peptides:
+            relabelled["records with S: signal peptide labelled O"] += 1
+            relabelled["residues S -> O"] += labels.count(SIGNAL_PEPTIDE)
+            labels = labels.replace(SIGNAL_PEPTIDE, "O")
+        other = sorted(set(labels) - set(TM_LABELS))
         if other:
             dropped["records with " + "/".join(other)] += 1
             continue
         out.append((ident, seq.upper(), labels))
-    return out, dropped
+    return out, dropped, relabelled
+
+
+def _signal_peptide_rule(drop_signal_peptides: bool) -> str:
+    if drop_signal_peptides:
+        return ("records with S (signal peptide) labels are dropped: the reference reads I/O/M only "
+                "(reference_fidelity.data_transmembrane_drop_signal_peptides; inferred, see DATA.md)")
+    return ("records with S (signal peptide) labels are kept, full length, their S residues labelled O "
+            "(corrected: all four TOPCONS2 sets, as Bepler & Berger evaluate them)")
 
 
 # -- embedded converters -----------------------------------------------------------------------------------
@@ -453,38 +500,46 @@ def convert_solubility_embedded(
     )
 
 
+def _dual_location_rule(dual_as_first: bool) -> str:
+    if dual_as_first:
+        return ("dual locations (Cytoplasm-Nucleus) take their first part (Cytoplasm), as the reference's "
+                "split('-')[0] does (reference_fidelity.data_localization_dual_as_first)")
+    return "dual locations (Cytoplasm-Nucleus) are outside the 10 classes: dropped (corrected)"
+
+
+def _per_input(counts: dict[str, Counter]) -> dict[str, int]:
+    """{'<raw key>: <what>': n} from per-input Counters."""
+    return {f"{key}: {what}": n for key, c in counts.items() for what, n in sorted(c.items())}
+
+
 def convert_localization_embedded(
     raw: dict[str, Path],
     outdir: Path,
     seed: int,
     max_train: int | None = None,
     dev_fraction: float = LOCALIZATION_DEV_FRACTION,
+    dual_as_first: bool = True,
 ) -> dict:
     """DeepLoc training-partition subset (1,678) -> seeded train/dev; DeepLoc test (2,768) -> test "deeploc".
 
     Labels: class id in the reference order (LOCALIZATION_CLASSES); sequences over 1,000 residues keep the
     first 500 + last 500 (the reference's `truncate`, applied here). Dual-location Cytoplasm-Nucleus
-    records are dropped and counted. raw keys: train_fasta, test_fasta.
+    records: labelled Cytoplasm (`dual_as_first`, the reference) or dropped; counted either way.
+    raw keys: train_fasta, test_fasta.
     """
     _require(raw, EMBEDDED_FILES["localization"], "localization", "embedded")
-    pool, _, drop_pool = _deeploc(raw["train_fasta"])
-    test, _, drop_test = _deeploc(raw["test_fasta"])
+    pool, _, relabel_pool, drop_pool = _deeploc(raw["train_fasta"], dual_as_first)
+    test, _, relabel_test, drop_test = _deeploc(raw["test_fasta"], dual_as_first)
     parts = split_groups(range(len(pool)), {"train": 1 - dev_fraction, "dev": dev_fraction}, seed)
     rules = {
         "train/dev": f"DeepLoc training-partition proteins, seeded {1 - dev_fraction:g}/{dev_fraction:g} "
         "random split",
         "test": "DeepLoc test partition",
         "label": "header token 2 without its -M/-S/-U suffix, index in the reference class order",
+        "dual locations": _dual_location_rule(dual_as_first),
         "truncate": "sequences longer than 1000 keep the first 500 + last 500 residues",
     }
-    notes = (
-        "Only 1,678 of DeepLoc's ~11k training-partition proteins are embedded; Cytoplasm-Nucleus "
-        "(dual location, outside the 10 classes) is dropped."
-    )
-    dropped = {
-        "train_fasta: Cytoplasm-Nucleus": drop_pool["Cytoplasm-Nucleus"],
-        "test_fasta: Cytoplasm-Nucleus": drop_test["Cytoplasm-Nucleus"],
-    }
+    notes = "Only 1,678 of DeepLoc's ~11k training-partition proteins are embedded."
     return _protein_task(
         "localization",
         outdir,
@@ -498,7 +553,9 @@ def convert_localization_embedded(
         notes,
         seed,
         max_train,
-        dropped,
+        _per_input({"train_fasta": drop_pool, "test_fasta": drop_test}),
+        relabelled=_per_input({"train_fasta": relabel_pool, "test_fasta": relabel_test}),
+        switches={"data_localization_dual_as_first": dual_as_first},
         truncate=LOCALIZATION_TRUNCATE,
     )
 
@@ -628,18 +685,21 @@ def convert_transmembrane_embedded(
     seed: int,
     max_train: int | None = None,
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    drop_signal_peptides: bool = True,
 ) -> dict:
     """TOPCONS2 3D structure DB (680 records) -> records with X or L labels dropped (counted) -> seeded
-    train/dev/test "topcons2_3d" split by unique sequence. raw key: threeline.
+    train/dev/test "topcons2_3d" split by unique sequence. S labels (none in this file) are handled as in the
+    canonical converter. raw key: threeline.
     """
     _require(raw, EMBEDDED_FILES["transmembrane"], "transmembrane", "embedded")
-    recs, dropped = _threeline(raw["threeline"], drop="XL")
+    recs, dropped, relabelled = _threeline(raw["threeline"], drop="XL", drop_signal_peptides=drop_signal_peptides)
     parts = split_groups(
         [seq for _, seq, _ in recs], dict(zip(("train", "dev", "test"), fractions, strict=True)), seed
     )
     rules = {
-        "labels": "records whose label line has any letter other than I/O/M (X unknown, L re-entrant loop) "
-        "are dropped, never relabelled",
+        "labels": "records whose label line has X (unknown) or L (re-entrant loop) are dropped, never "
+        "relabelled",
+        "signal peptides": _signal_peptide_rule(drop_signal_peptides),
         "splits": "seeded random split by unique sequence, " + "/".join(f"{f:g}" for f in fractions),
     }
     notes = (
@@ -661,6 +721,8 @@ def convert_transmembrane_embedded(
         seed,
         max_train,
         dict(dropped),
+        relabelled=dict(relabelled),
+        switches={"data_transmembrane_drop_signal_peptides": drop_signal_peptides},
     )
 
 
@@ -676,19 +738,24 @@ def level_matrix(sccs: list[str]) -> np.ndarray:
     return levels
 
 
+def stratified(levels: np.ndarray, n_pairs: int, rng: np.random.Generator) -> list[int]:
+    """Indices of up to n_pairs // 5 items per similarity level 0-4 (all of a level when it has fewer),
+    drawn without replacement, in ascending order."""
+    quota, chosen = n_pairs // 5, []
+    for level in range(5):
+        idx = np.flatnonzero(levels == level)
+        chosen.extend(idx if len(idx) <= quota else rng.choice(idx, quota, replace=False))
+    return sorted(int(k) for k in chosen)
+
+
 def sample_pairs(domains: list[tuple[str, str, str]], n_pairs: int, seed: int) -> list[tuple]:
     """Seeded, level-stratified pairs of distinct domains: up to n_pairs // 5 pairs per similarity level
     (all pairs of a level when it has fewer), sampled without replacement, in domain-file order."""
     levels = level_matrix([d[1] for d in domains])
     rows, cols = np.triu_indices(len(domains), 1)
     flat = levels[rows, cols]
-    rng = np.random.default_rng([seed, 2])
-    quota, chosen = n_pairs // 5, []
-    for level in range(5):
-        idx = np.flatnonzero(flat == level)
-        chosen.extend(idx if len(idx) <= quota else rng.choice(idx, quota, replace=False))
     out = []
-    for k in sorted(chosen):
+    for k in stratified(flat, n_pairs, np.random.default_rng([seed, 2])):
         a, b = domains[rows[k]], domains[cols[k]]
         out.append((a[0], b[0], a[2], b[2], int(flat[k])))
     return out
@@ -799,12 +866,25 @@ def _extract(archive, members: dict[str, tarfile.TarInfo], tmp: Path) -> dict[st
     return out
 
 
+# TAPE's raw JSON archives of the PyTorch release (README since March 2020; bucket moved in August 2021, TAPE
+# issue #112): <name>/<name>_<split>.json with `primary` as letters. config.yaml downloads these URLs.
+TAPE_RAW_URL = "http://s3.amazonaws.com/songlabdata/proteindata/data_raw_pytorch/{}.tar.gz"
+
+
 def _tape_json(
-    archive, member: tarfile.TarInfo, value_key: str, prefix: str
+    archive, member: tarfile.TarInfo, value_key: str, prefix: str, name: str
 ) -> list[tuple[str, str, object]]:
-    """TAPE raw JSON (a list of records with `primary` and `value_key`) -> (id, seq, value)."""
-    where = f"{archive}:{member.name}"
+    """TAPE raw JSON (a list of records with `primary` and `value_key`) -> (id, seq, value). `name` is the
+    archive's dataset name (stability, fluorescence, secondary_structure), for the error messages."""
+    where, url = f"{archive}:{member.name}", TAPE_RAW_URL.format(name)
     with tarfile.open(archive) as tf, tf.extractfile(member) as fh:
+        head = fh.read(2)
+        fh.seek(0)
+        if head == b"\x1f\x8b":
+            raise InputError(
+                f"{where}: a gzip file, not JSON (a defect of TAPE archives fetched before May 2020, TAPE issue "
+                f"#49); download {url} again"
+            )
         try:
             data = json.load(fh)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -815,6 +895,11 @@ def _tape_json(
     for n, item in enumerate(data, 1):
         if not isinstance(item, dict) or "primary" not in item or value_key not in item:
             raise InputError(f"{where}: record {n}: needs keys 'primary' and {value_key!r}")
+        if isinstance(item["primary"], list):
+            raise InputError(
+                f"{where}: record {n}: 'primary' holds integer token ids, TAPE's TensorFlow-era encoding "
+                f"(proteindata/data_raw/, TAPE issue #35); download {url} instead"
+            )
         seq = str(item["primary"]).upper()
         if not seq.isalpha():
             raise InputError(f"{where}: record {n}: empty sequence or non-letter characters")
@@ -828,7 +913,9 @@ def _tape_regression(archive, task: str, value_key: str) -> dict[str, list]:
     out = {}
     for split, member in members.items():
         recs = []
-        for n, (ident, seq, value) in enumerate(_tape_json(archive, member, value_key, f"tape_{split}"), 1):
+        for n, (ident, seq, value) in enumerate(
+            _tape_json(archive, member, value_key, f"tape_{split}", task), 1
+        ):
             value = value[0] if isinstance(value, list) and len(value) == 1 else value
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise InputError(
@@ -873,13 +960,15 @@ def convert_localization_canonical(
     seed: int,
     max_train: int | None = None,
     dev_fraction: float = LOCALIZATION_DEV_FRACTION,
+    dual_as_first: bool = True,
 ) -> dict:
     """DeepLoc 1.0 deeploc_data.fasta: `test`-tagged -> test "deeploc"; the rest -> seeded train/dev.
 
-    Same labels, truncation and Cytoplasm-Nucleus rule as the embedded converter. raw key: fasta.
+    Same labels, truncation and Cytoplasm-Nucleus rule (`dual_as_first`) as the embedded converter.
+    raw key: fasta.
     """
     _require(raw, CANONICAL_KEYS["localization"], "localization", "canonical")
-    recs, is_test, dropped = _deeploc(raw["fasta"])
+    recs, is_test, relabelled, dropped = _deeploc(raw["fasta"], dual_as_first)
     pool = [r for r, t in zip(recs, is_test, strict=True) if not t]
     test = [r for r, t in zip(recs, is_test, strict=True) if t]
     if not pool or not test:
@@ -889,6 +978,7 @@ def convert_localization_canonical(
         "train/dev": f"untagged (training-partition) records, seeded {1 - dev_fraction:g}/{dev_fraction:g} "
         "random split",
         "test": "records tagged 'test'",
+        "dual locations": _dual_location_rule(dual_as_first),
         "truncate": "sequences longer than 1000 keep the first 500 + last 500 residues",
     }
     return _protein_task(
@@ -901,10 +991,12 @@ def convert_localization_canonical(
         "canonical",
         raw,
         rules,
-        "Cytoplasm-Nucleus records are dropped.",
+        "",
         seed,
         max_train,
-        dict(dropped),
+        _per_input({"fasta": dropped}),
+        relabelled=_per_input({"fasta": relabelled}),
+        switches={"data_localization_dual_as_first": dual_as_first},
         truncate=LOCALIZATION_TRUNCATE,
     )
 
@@ -970,7 +1062,7 @@ def convert_secstr_canonical(
     out = {}
     for split, member in members.items():
         recs = []
-        for n, (ident, seq, ss8) in enumerate(_tape_json(archive, member, "ss8", split), 1):
+        for n, (ident, seq, ss8) in enumerate(_tape_json(archive, member, "ss8", split, "secondary_structure"), 1):
             if not isinstance(ss8, list) or len(ss8) != len(seq):
                 raise InputError(
                     f"{archive}:{member.name}: record {n} ({ident}): ss8 length != sequence length"
@@ -1006,24 +1098,31 @@ def convert_transmembrane_canonical(
     seed: int,
     max_train: int | None = None,
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    drop_signal_peptides: bool = True,
 ) -> dict:
     """Bepler & Berger transmembrane.tar.gz (TOPCONS2_datasets/{TM,SP+TM,Globular,Globular+SP}.3line):
-    union of the four sets (ids prefixed `set:`), records with labels other than I/O/M (e.g. S) dropped and
-    counted, seeded train/dev/test "topcons2" split by unique sequence. raw key: archive.
+    union of the four sets (ids prefixed `set:`); records with S (signal peptide) dropped
+    (`drop_signal_peptides`, the inferred reference) or kept with S -> O; counted per set; seeded
+    train/dev/test "topcons2" split by unique sequence. Labels other than I/O/M/S raise (Bepler's own
+    encoder accepts only those four). raw key: archive.
     """
     _require(raw, CANONICAL_KEYS["transmembrane"], "transmembrane", "canonical")
     members = _tar_members(raw["archive"], {s: f"{s}.3line" for s in TOPCONS2_SETS})
-    recs, dropped = [], {}
+    recs, dropped, relabelled, sets = [], {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in _extract(raw["archive"], members, Path(tmp)).items():
-            got, drop = _threeline(path, None, prefix=f"{name}:")
+            got, drop, relabel = _threeline(path, "", prefix=f"{name}:", drop_signal_peptides=drop_signal_peptides)
             recs.extend(got)
+            sets[name] = len(got)
             dropped.update({f"{name}: {k}": v for k, v in drop.items()})
+            relabelled.update({f"{name}: {k}": v for k, v in relabel.items()})
     parts = split_groups(
         [seq for _, seq, _ in recs], dict(zip(("train", "dev", "test"), fractions, strict=True)), seed
     )
     rules = {
-        "labels": "records with any label other than I/O/M are dropped (PLUS reads I/O/M only)",
+        "labels": "I/O/M as released; any other letter but S raises",
+        "signal peptides": _signal_peptide_rule(drop_signal_peptides),
+        "sets kept": sets,
         "splits": "union of the four TOPCONS2 sets, seeded random split by unique sequence, "
         + "/".join(f"{f:g}" for f in fractions),
     }
@@ -1042,6 +1141,8 @@ def convert_transmembrane_canonical(
         seed,
         max_train,
         dropped,
+        relabelled=relabelled,
+        switches={"data_transmembrane_drop_signal_peptides": drop_signal_peptides},
     )
 
 
@@ -1083,16 +1184,28 @@ def extract_contact_maps(archive, outdir: Path) -> dict[str, int]:
     return counts
 
 
+HOMOLOGY_2_07 = ("sampled", "all")  # data.homology_test_2_07: the reference's file name says sampled pairs
+
+
 def convert_homology_canonical(
-    raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None, contact_maps: bool = True
+    raw: dict[str, Path],
+    outdir: Path,
+    seed: int,
+    max_train: int | None = None,
+    contact_maps: bool = True,
+    test_2_07: str = "sampled",
+    n_pairs_test: int = 100000,
 ) -> dict:
     """Bepler & Berger scope.tar.gz: 2.06 train.train FASTA -> train domains; 2.06 train.dev sampled pairs ->
-    dev;
-    2.06 test sampled pairs -> test "2.06"; 2.07-new all pairs -> test "2.07"; the 2.06 test and 2.07-new domain
-    FASTAs -> test_2.06.fa, test_2.07.fa (embeddings); contact-map PNGs -> cmap_2.06/,
+    dev; 2.06 test sampled pairs -> test "2.06"; test "2.07" from the 2.07-new all pairs: a seeded
+    level-stratified sample of up to `n_pairs_test` pairs (`test_2_07` "sampled", as the reference's
+    homology_test_2.07_sampledpairs.txt) or all of them ("all", as Bepler & Berger); the 2.06 test and
+    2.07-new domain FASTAs -> test_2.06.fa, test_2.07.fa (embeddings); contact-map PNGs -> cmap_2.06/,
     cmap_2.07/ (when `contact_maps`). raw key: archive.
     """
     _require(raw, CANONICAL_KEYS["homology"], "homology", "canonical")
+    if test_2_07 not in HOMOLOGY_2_07:
+        raise InputError(f"homology: test_2_07 {test_2_07!r} is not one of {', '.join(HOMOLOGY_2_07)}")
     archive = raw["archive"]
     members = _tar_members(archive, SCOPE_FILES)
     outdir = Path(outdir)
@@ -1101,6 +1214,10 @@ def convert_homology_canonical(
         train = subsample(read_domains(paths["train"]), max_train, seed)
         pairs = {k: read_pairs(paths[k]) for k in ("dev", "2.06", "2.07")}
         tests = {v: read_domains(paths[f"domains_{v}"]) for v in ("2.06", "2.07")}
+    all_2_07 = len(pairs["2.07"])
+    if test_2_07 == "sampled":
+        keep = stratified(np.array([p[4] for p in pairs["2.07"]]), n_pairs_test, np.random.default_rng([seed, 3]))
+        pairs["2.07"] = _take(pairs["2.07"], keep)
     cmaps = None
     if contact_maps:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -1121,7 +1238,12 @@ def convert_homology_canonical(
             k: np.bincount([p[4] for p in ps], minlength=5).tolist() for k, ps in pairs.items()
         },
     }
-    rules = {"files": {k: Path(m.name).name for k, m in members.items()}}
+    rules = {
+        "files": {k: Path(m.name).name for k, m in members.items()},
+        "test 2.07": f"{len(pairs['2.07'])} of the {all_2_07} 2.07-new pairs: "
+        + ("all" if test_2_07 == "all" else f"seeded level-stratified sample, up to {n_pairs_test}//5 per level")
+        + f" (data.homology_test_2_07: {test_2_07})",
+    }
     manifest = _manifest(
         "homology",
         LEVEL_NAMES,
@@ -1156,16 +1278,35 @@ def convert_task(
     outdir: str | os.PathLike,
     seed: int,
     max_train: int | None = None,
+    fidelity: dict | None = None,
     **opts,
 ) -> dict:
-    """Run the converter of (`task`, `source`), source "embedded" or "canonical"; returns the manifest."""
+    """Run the converter of (`task`, `source`), source "embedded" or "canonical"; returns the manifest.
+
+    `fidelity`: reference-fidelity switches of the task's data, named ``data_<task>_<option>`` (config
+    reference_fidelity); each sets the converter's keyword <option>.
+    """
     if (task, source) not in CONVERTERS:
         raise InputError(
             f"unknown task/source {task!r}/{source!r}; tasks: {', '.join(TASKS)}; "
             "sources: embedded, canonical"
         )
+    converter = CONVERTERS[task, source]
+    opts = {**opts, **data_switch_options(task, converter, fidelity or {})}
     raw = {k: Path(v) for k, v in raw.items()}
-    return CONVERTERS[task, source](raw, Path(outdir), seed, max_train, **opts)
+    return converter(raw, Path(outdir), seed, max_train, **opts)
+
+
+def data_switch_options(task: str, converter, switches: dict) -> dict:
+    """Converter keyword arguments from ``data_<task>_<option>`` switches; unknown ones raise InputError."""
+    prefix, params = f"data_{task}_", inspect.signature(converter).parameters
+    opts = {}
+    for key, value in switches.items():
+        option = key.removeprefix(prefix)
+        if not key.startswith(prefix) or option not in params or not isinstance(value, bool):
+            raise InputError(f"{task}: {key}={value!r} is not a boolean data switch of this task's converter")
+        opts[option] = value
+    return opts
 
 
 def _parse_raw(items: list[str]) -> dict[str, Path]:
@@ -1196,23 +1337,37 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n-pairs-dev", type=int, default=None, help="homology (embedded): dev pairs to sample")
     p.add_argument("--n-pairs-test", type=int, default=None, help="homology (embedded): pairs per test set")
     p.add_argument("--no-contact-maps", action="store_true", help="homology (canonical): skip the PNGs")
+    p.add_argument("--homology-2-07", choices=HOMOLOGY_2_07, default=None,
+                   help="homology (canonical): test 2.07 = a sample of --n-pairs-test pairs, or all pairs")
+    p.add_argument("--fidelity", type=_json_object, default={},
+                   help="JSON: the task's data_<task>_* reference-fidelity switches")
     p.set_defaults(func=run)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
 
 
 def run(args) -> int:
     opts = {}
-    if args.task == "homology" and args.source == "embedded":
-        opts = {
-            k: v
-            for k, v in (("n_pairs_dev", args.n_pairs_dev), ("n_pairs_test", args.n_pairs_test))
-            if v is not None
-        }
-    if args.task == "homology" and args.source == "canonical" and args.no_contact_maps:
-        opts["contact_maps"] = False
+    if args.task == "homology":
+        names = ("n_pairs_dev", "n_pairs_test") if args.source == "embedded" else ("n_pairs_test",)
+        opts = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if args.task == "homology" and args.source == "canonical":
+        if args.no_contact_maps:
+            opts["contact_maps"] = False
+        if args.homology_2_07:
+            opts["test_2_07"] = args.homology_2_07
     manifest = convert_task(
-        args.task, args.source, _parse_raw(args.raw), args.outdir, args.seed, args.max_train, **opts
+        args.task, args.source, _parse_raw(args.raw), args.outdir, args.seed, args.max_train, args.fidelity,
+        **opts,
     )
-    print(
-        json.dumps({"task": manifest["task"], "counts": manifest["counts"], "dropped": manifest["dropped"]})
-    )
+    summary = {k: manifest[k] for k in ("task", "counts", "dropped", "relabelled", "fidelity")}
+    print(json.dumps(summary))
     return 0
