@@ -172,12 +172,13 @@ rule ablation_effects_task:
         "results/benchmarks/effects/{task}.tsv"
     conda:
         "../envs/plus.yaml"
+    threads: 4
     params:
         n_boot=config["effects"]["n_boot"],
         seed=config["effects"]["seed"],
     shell:
         "plus effects --task {wildcards.task} --runs {input.runs} --n-boot {params.n_boot} "
-        "--seed {params.seed} --out-csv {output} > {log} 2>&1"
+        "--seed {params.seed} --threads {threads} --out-csv {output} > {log} 2>&1"
 
 
 rule ablation_effects:

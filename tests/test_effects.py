@@ -299,6 +299,7 @@ def test_deterministic_and_seeded(tmp_path):
     a = effects.ablation_effects("stability", files, n_boot=200, seed=7)
     b = effects.ablation_effects("stability", files, n_boot=200, seed=7)
     pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(effects.ablation_effects("stability", files, n_boot=200, seed=7, workers=2), a)
     c = effects.ablation_effects("stability", files, n_boot=200, seed=8)
     assert a["ci95_low"].iloc[0] != c["ci95_low"].iloc[0] and set(c["bootstrap_seed"]) == {8}
     effects.write_effects(a, tmp_path / "e.csv")

@@ -79,6 +79,7 @@ def add_parser(subparsers) -> None:
                    help="fine-tuning metrics.json files, each with its predictions.npz beside it")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0; written in the table)")
+    p.add_argument("--threads", type=int, default=1, help="processes bootstrapping runs in parallel")
     p.add_argument("--out-csv", required=True)
     p.set_defaults(func=run, report_command="effects")
 
@@ -141,7 +142,8 @@ def run(args: argparse.Namespace) -> None:
     elif cmd == "effects":
         from plus.report import effects
 
-        df = effects.ablation_effects(args.task, args.runs, n_boot=args.n_boot, seed=args.seed)
+        df = effects.ablation_effects(args.task, args.runs, n_boot=args.n_boot, seed=args.seed,
+                                      workers=args.threads)
         effects.write_effects(df, args.out_csv)
     elif cmd == "effects-table":
         from plus.report import effects
