@@ -348,3 +348,38 @@ def test_no_contrast_says_so(tmp_path):
     with pytest.raises(InputError, match="not an ablation-effects table"):
         (tmp_path / "bad.csv").write_text("task,delta\nx,1\n")
         effects.read_effects(tmp_path / "bad.csv")
+
+
+def test_real_evaluations_are_reproduced_including_dev_fitted_cutoffs(tmp_path):
+    """A tiny homology model evaluated by `plus evaluate` as the reference (cut-offs fitted on each test set)
+    and as `corrected` (cut-offs fitted on dev, recorded in metrics.json): the effects step recomputes both
+    runs' metrics from predictions.npz exactly, and Δ is the difference of the two metrics.json values."""
+    from plus.data import convert as C
+    from plus.train.finetune import evaluate, finetune
+
+    emb = Path(__file__).parents[1] / "data" / "embedded"
+    C.convert_task("homology", "embedded", C.embedded_raw("homology", emb), tmp_path / "data", 0,
+                   n_pairs_dev=60, n_pairs_test=80)
+    train = {"lr": 3e-3, "batch_size": 16, "eval_batch_size": 64, "max_epochs": 1, "patience": -1,
+             "epoch_pairs": 48, "lambda_mlm": -1, "max_dev": 40}
+    hp = {"model": {"family": "rnn", "hidden_dim": 16, "num_layers": 1, "proj_dim": 8}, "train": train,
+          "fidelity": {}, "allow_cpu": True, "threads": 1, "save_every_minutes": 10}
+    finetune("homology", tmp_path / "data", 0, hp, tmp_path / "state", tmp_path / "model.pt", tmp_path / "c.csv",
+             progress=False)
+    runs = []
+    for ablation, fidelity in (("plus", {}), ("corrected", {"b6_cutoffs_on_eval_set": False})):
+        out = tmp_path / "finetune/homology/rnn" / ablation / "seed0"
+        out.mkdir(parents=True)
+        evaluate("homology", tmp_path / "data", tmp_path / "model.pt", 0, {**hp, "fidelity": fidelity},
+                 out / "metrics.json", out / "predictions.npz", model_name="rnn", ablation=ablation, n_boot=0)
+        runs.append(str(out / "metrics.json"))
+    recorded = [json.loads(Path(r).read_text())["test_sets"] for r in runs]
+    assert all("cutoffs" not in block for block in recorded[0].values())
+    assert all(len(block["cutoffs"]) == 5 for block in recorded[1].values())
+    df = effects.ablation_effects("homology", runs, n_boot=50)
+    assert set(df["contrast"]) == {"corrected - plus"} and set(df["test_set"]) == set(recorded[0])
+    for rec in df.to_dict("records"):
+        a, b = recorded[1][rec["test_set"]][rec["metric"]], recorded[0][rec["test_set"]][rec["metric"]]
+        assert rec["mean_a"] == a and rec["mean_b"] == b and rec["delta"] == pytest.approx(a - b, abs=1e-15)
+        if rec["metric"] != "acc":  # the same model: only the cut-offs differ, so only acc can
+            assert rec["delta"] == 0 and rec["ci95_low"] == 0 and rec["ci95_high"] == 0
