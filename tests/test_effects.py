@@ -258,7 +258,8 @@ def test_runs_on_different_test_examples_are_refused(tmp_path):
     p = logits_for(np.ones(n, dtype=np.int64))
     a = write_run(tmp_path, "solubility", "plus", {"test": (ids(n), p, y)})
     b = write_run(tmp_path, "solubility", "none", {"test": (ids(n)[::-1].copy(), p, y)})
-    with pytest.raises(InputError, match=r"none/seed0/metrics.json: test set 'test' .* ids differ from index 0") as e:
+    with pytest.raises(InputError, match=r"none/seed0/metrics.json: test set 'test' has 30 examples and .* "
+                                         "ids differ from index 0") as e:
         effects.ablation_effects("solubility", [a, b], n_boot=10)
     assert "\n" not in str(e.value)
 

@@ -225,8 +225,9 @@ def _check_ids(runs: list[RunPredictions], ts: str) -> None:
         ids = run.sets[ts].ids
         if len(ids) != len(ref) or not np.array_equal(ids, ref):
             at = next((i for i, (x, y) in enumerate(zip(ids, ref)) if x != y), min(len(ids), len(ref)))
-            raise InputError(f"{run.path}: test set {ts!r} has {len(ids)} examples, {first.path} {len(ref)}; "
-                             f"ids differ from index {at}: the runs were not evaluated on the same examples")
+            raise InputError(f"{run.path}: test set {ts!r} has {len(ids)} examples and {first.path} has "
+                             f"{len(ref)}; their ids differ from index {at}: the runs were not evaluated on the "
+                             "same examples in the same order")
 
 
 def _bootstrap_file(task_name: str, path: str, ts: str, metrics, n_boot: int, seed: int):

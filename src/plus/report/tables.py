@@ -13,6 +13,10 @@ Nothing here loads a model: every number comes from a JSON or CSV file. Layout o
 
 Unknown values are NaN: empty in the CSV, "n/a" in Markdown, never 0. A run that was expected but has no
 metrics.json counts in ``missing_runs``; a row whose runs are all missing has empty values.
+
+The CSV keeps every column; the Markdown/HTML renderings are compact (:class:`Layout`): a column without a
+value in any row is left out, so ``pub.``/``Δ`` appear only where our row has a published value (a published
+row's own value sits in the metric's column).
 """
 
 from __future__ import annotations
@@ -402,10 +406,6 @@ def build_summary_table(task_tables: Mapping[str, pd.DataFrame | str | os.PathLi
         if c in ("n_runs", "missing_runs") or c.endswith("/n_seeds"):
             out[c] = out[c].astype("Int64")
     return out
-
-
-def _fmt(value, spec: str) -> str:
-    return "n/a" if pd.isna(value) else format(value, spec)
 
 
 def _cell(text: str) -> str:
