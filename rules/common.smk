@@ -403,4 +403,5 @@ def all_outputs():
     outputs += expand("results/plots/{task}_finetune_curves.png", task=TASKS)
     outputs += ["results/plots/embeddings.png"] if embedding_run() else []
     outputs += ["results/tables/leakage.csv"]
+    outputs += ["results/tables/ablation_effects.csv", "results/plots/ablation_effects.png"]
     return outputs

@@ -158,3 +158,67 @@ rule finetune_curves_plot:
     shell:
         "plus plot finetune-curves --task {wildcards.task} --curves {input.curves} --out-png {output.png} "
         "--out-svg {output.svg} > {log} 2>&1"
+
+
+rule ablation_effects_task:
+    input:
+        runs=lambda wc: task_runs(wc.task),
+        predictions=lambda wc: [f.replace("metrics.json", "predictions.npz") for f in task_runs(wc.task)],
+    output:
+        "results/effects/{task}.csv",
+    log:
+        "logs/effects/{task}.log",
+    benchmark:
+        "results/benchmarks/effects/{task}.tsv"
+    conda:
+        "../envs/plus.yaml"
+    threads: 4
+    params:
+        n_boot=config["effects"]["n_boot"],
+        seed=config["effects"]["seed"],
+    shell:
+        "plus effects --task {wildcards.task} --runs {input.runs} --n-boot {params.n_boot} "
+        "--seed {params.seed} --threads {threads} --out-csv {output} > {log} 2>&1"
+
+
+rule ablation_effects:
+    input:
+        expand("results/effects/{task}.csv", task=TASKS),
+    output:
+        csv="results/tables/ablation_effects.csv",
+        md="results/tables/ablation_effects.md",
+        html=report(
+            "results/tables/ablation_effects.html",
+            caption="../report/effects.rst",
+            category="Tables",
+            subcategory="ablation effects",
+            labels={"task": "all", "kind": "effects"},
+        ),
+        headline="results/tables/ablation_headline.rst",
+    log:
+        "logs/tables/ablation_effects.log",
+    conda:
+        "../envs/plus.yaml"
+    shell:
+        "plus effects-table --effects {input} --out-csv {output.csv} --out-md {output.md} "
+        "--out-html {output.html} --out-headline {output.headline} > {log} 2>&1"
+
+
+rule effects_plot:
+    input:
+        "results/tables/ablation_effects.csv",
+    output:
+        png=report(
+            "results/plots/ablation_effects.png",
+            caption="../report/effects_plot.rst",
+            category="Plots",
+            subcategory="ablation effects",
+            labels={"task": "all", "kind": "effects"},
+        ),
+        svg="results/plots/ablation_effects.svg",
+    log:
+        "logs/plots/ablation_effects.log",
+    conda:
+        "../envs/plus.yaml"
+    shell:
+        "plus plot effects --effects {input} --out-png {output.png} --out-svg {output.svg} > {log} 2>&1"

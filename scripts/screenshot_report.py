@@ -2,10 +2,11 @@
 
     python scripts/screenshot_report.py results/report.html --outdir results/report_screenshots
 
-Drives Debian's `chromium` over the DevTools protocol (package `websocket-client`): the landing page, then
-Tables -> <task> -> the task's table for every task, then Plots -> <task> -> the ablation plot. Each page is
-saved as a PNG, and the rendered text of each table page must name its metrics; a page that does not render,
-or a task without a table or plot, exits 1 naming what is missing. Prints one JSON line per page.
+Drives Debian's `chromium` over the DevTools protocol (package `websocket-client`): the landing page (with the
+run's headline answer), then Tables -> <task> -> the task's table for every task, Plots -> <task> -> the
+ablation plot, the summary and pre-training tables, the ablation-effects table and its forest plot. Each page
+is saved as a PNG, and the rendered text of each table page must hold its expected words; a page that does not
+render, or a task without a table or plot, exits 1 naming what is missing. Prints one JSON line per page.
 """
 
 from __future__ import annotations
@@ -172,10 +173,16 @@ def walk(report: Path, outdir: Path, tasks: list[str], width: int, height: int) 
             pages.append({"page": name, "png": str(png), "bytes": size, "text_chars": len(text),
                           "missing": missing})
 
-        page("landing", [], None, ["PLUS reproduction"])
+        # the landing page answers the paper's question (the headline written by `plus effects-table`)
+        page("landing", [], None, ["PLUS reproduction", "What this run found", "headline metric"])
         for task in tasks:
-            page(f"table_{task}", ["Tables", task], "table", ["Model", "Ablation", "pub.", "Δ", "trivial"])
+            page(f"table_{task}", ["Tables", task], "table", ["Model", "Ablation", "trivial"])
             page(f"plot_{task}", ["Plots", task, "ablation"], task, [], image=f"{task}_ablation.png")
+        page("table_summary", ["Tables", "summary"], "summary", ["Model", "Seeds", *tasks])
+        page("table_pretraining", ["Tables", "pre-training"], "table", ["Model", "chance / unigram frequency"])
+        page("table_ablation_effects", ["Tables", "ablation effects"], "effects",
+             ["Contrast (A − B)", "Δ [95 % CI]", "Verdict", "paired percentile bootstrap"])
+        page("plot_ablation_effects", ["Plots", "ablation effects"], "effects", [], image="ablation_effects.png")
     finally:
         browser.close()
     return pages

@@ -4,6 +4,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -68,6 +69,20 @@ def _secstr_table(secstr_runs):
     present, expected, baselines, published = secstr_runs
     return tables.build_task_table("secstr", present, baselines, published, SECSTR_MAP,
                                    {"plus_rnn_base": "PLUS-RNN BASE"}, expected_runs=expected)
+
+
+def _md_table(md: str) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells of the first Markdown table in `md`."""
+    lines = [x for x in md.splitlines() if x.startswith("|")]
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", x.strip())[1:-1]] for x in lines]
+    return cells[0], cells[2:]
+
+
+def _empty_columns(md: str) -> list[str]:
+    """Columns of a Markdown table without a value in any row ("n/a", "—" and "" are no value)."""
+    header, rows = _md_table(md)
+    assert rows and all(len(r) == len(header) for r in rows)
+    return [h for j, h in enumerate(header) if all(r[j] in ("n/a", "—", "") for r in rows)]
 
 
 def _row(df, **kw):
@@ -136,13 +151,19 @@ def test_unknown_renders_empty_in_csv_and_na_in_markdown(secstr_runs, tmp_path):
     md = out_md.read_text(encoding="utf-8")
     header = [c.strip() for c in md.splitlines()[2].strip("|").split("|")]
     line = next(x for x in md.splitlines() if x.startswith("| plus_rnn_base (PLUS-RNN BASE) | plus |"))
-    cells = dict(zip(header, [c.strip() for c in line.strip("|").split("|")], strict=False))
-    assert cells["cb513 acc8 pub."] == "n/a"
-    assert cells["cb513 acc3 pub."] == "0.8"
+    cells = dict(zip(header, [c.strip() for c in line.strip("|").split("|")], strict=True))
+    assert "cb513 acc8 pub." not in header  # no published Q8 on CB513 for our model: no pub./Δ pair
+    assert cells["cb513 acc3 pub."] == "0.8"  # our row's published value, then Δ right after it
+    assert header[header.index("cb513 acc3 pub.") + 1] == "Δ"
     assert cells["cb513 acc3"] == f"{(0.75 + 0.78) / 2:.3f} ± {np.std([0.75, 0.78], ddof=1):.3f}"
     missing = next(x for x in md.splitlines() if "| none |" in x)
     assert "0 (2 missing)" in missing and "0.000" not in missing
     assert "| 0.741 |" in md  # PaddleHelix's secondary number, shown as written in the CSV
+    paddle = next(x for x in md.splitlines() if "PaddleHelix" in x)
+    paddle = dict(zip(header, [c.strip() for c in paddle.strip("|").split("|")], strict=True))
+    # a published row's values sit in the metric's own columns (published_results.csv lines 25 and 28)
+    assert paddle["cb513 acc3"] == "0.741" and paddle["cb513 acc8"] == "0.595"
+    assert _empty_columns(md) == []
 
 
 def test_summary_and_solubility_published_reference(secstr_runs, tmp_path):
@@ -164,8 +185,11 @@ def test_summary_and_solubility_published_reference(secstr_runs, tmp_path):
                        tmp_path / "solubility.html")
     page = (tmp_path / "solubility.html").read_text()  # what the Snakemake report shows inline
     assert page.count("<tr>") == len(soltab) + 1 and "<h2>solubility</h2>" in page
-    assert "<td>0.710 ± 0.014</td><td>n/a</td><td>n/a</td>" in page  # ours; unknown published and Δ
-    assert "<td>0.77</td>" in page
+    # no published value for our model: no pub./Δ columns; DeepSol's values sit in the metric columns
+    assert " pub.</th>" not in page and "<th>Δ</th>" not in page
+    assert "<th>test acc</th><th>test mcc</th></tr>" in page
+    assert "<td>0.710 ± 0.014</td><td>0.420 ± 0.028</td></tr>" in page
+    assert "<td>not rerun</td><td>0.77</td><td>0.55</td></tr>" in page
     summary = tables.build_summary_table({"solubility": tmp_path / "solubility.csv", "secstr": secstr})
     assert "secstr:cb513/acc3/mean" in summary.columns and "solubility:test/acc/mean" in summary.columns
     plus = _row(summary, kind="run", ablation="plus")
@@ -174,6 +198,25 @@ def test_summary_and_solubility_published_reference(secstr_runs, tmp_path):
     assert plus["n_runs"] == 2  # seeds per task (the largest over tasks), not runs summed over tasks
     assert _row(summary, kind="published", model="DeepSol")["solubility:test/acc/published"] == 0.77
     assert _row(summary, kind="run", ablation="none")["missing_runs"] == 2
+
+    # Markdown: one column per task headline (mean [95 % CI]), seeds once, pub./Δ only where our row has one
+    tables.write_table(summary, tmp_path / "summary.csv", tmp_path / "summary.md", "summary",
+                       layout=tables.SUMMARY_LAYOUT)
+    md = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    header, rows = _md_table(md)
+    assert header == ["Model", "Ablation", "Kind", "Seeds", "solubility acc (test)", "secstr acc3 (cb513)",
+                      "secstr acc3 (cb513) pub.", "Δ"]
+    cells = {(r[0], r[1]): dict(zip(header, r, strict=True)) for r in rows}
+    plus = cells[("plus_rnn_base (PLUS-RNN BASE)", "plus")]
+    # secstr: mean (0.75 + 0.78) / 2, CI = mean of the seeds' bounds ((0.72 + 0.75) / 2, (0.77 + 0.80) / 2)
+    assert plus["secstr acc3 (cb513)"] == "0.765 [0.735, 0.785]"
+    assert plus["solubility acc (test)"] == "0.710"  # the solubility fixture runs have no CI
+    assert plus["Seeds"] == "2" and plus["secstr acc3 (cb513) pub."] == "0.8" and plus["Δ"] == "-0.035"
+    assert cells[("DeepSol", "")]["solubility acc (test)"] == "0.77"
+    assert [r[2] for r in rows].index("baseline") < min(i for i, r in enumerate(rows) if r[2].startswith("published"))
+    assert _empty_columns(md) == []
+    # a published reference row without any headline value (NetSurfP-2.0: pooled test sets only) is left out
+    assert "NetSurfP-2.0" in set(summary["model"]) and "NetSurfP-2.0 |" not in md
 
 
 def test_pretraining_table(tmp_path):
@@ -191,6 +234,28 @@ def test_pretraining_table(tmp_path):
     assert plus["trivial/mlm_acc/mean"] == 0.08 and plus["trivial/sfp_acc/mean"] == 0.5
     mlm = _row(df, ablation="mlm_only")
     assert math.isnan(mlm["test/sfp_acc/mean"]) and mlm["test/sfp_acc/n_seeds"] == 0
+
+    # Markdown: identical val/test columns collapse into one (B16 footnote), the baselines become a row
+    tables.write_table(df, tmp_path / "pre.csv", tmp_path / "pre.md", "pre", layout=tables.PRETRAINING_LAYOUT)
+    md = (tmp_path / "pre.md").read_text(encoding="utf-8")
+    header, rows = _md_table(md)
+    assert header == ["Model", "Ablation", "Kind", "Seeds", "val = test mlm_acc", "val = test sfp_acc", "val loss"]
+    base = dict(zip(header, rows[-1], strict=True))
+    assert base["Model"] == "chance / unigram frequency" and base["Kind"] == "baseline"
+    assert base["val = test mlm_acc"] == "0.080" and base["val = test sfp_acc"] == "0.500"
+    assert len(rows) == 3 and "bug B16" in md and _empty_columns(md) == []
+    assert list(tables.read_table(tmp_path / "pre.csv").columns) == list(df.columns)  # the CSV keeps them all
+
+    # a corrected run (validation != test) keeps both columns and no footnote; two corpora give two rows
+    d = {"model": "plus_tfm", "ablation": "corrected", "seed": 0, "val": {"mlm_acc": 0.2, "sfp_acc": 0.8},
+         "test": {"mlm_acc": 0.21, "sfp_acc": 0.79}, "baselines": {"mlm_freq_acc": 0.09, "sfp_chance": 0.5}}
+    files.append(_write(tmp_path / "pretrain/plus_tfm/corrected/seed0/metrics.json", d))
+    md = tables.to_markdown(tables.build_pretraining_table(files), layout=tables.PRETRAINING_LAYOUT)
+    header, rows = _md_table(md)
+    assert header[4:] == ["val mlm_acc", "val sfp_acc", "val loss", "test mlm_acc", "test sfp_acc"]
+    assert "B16" not in md and [r[0] for r in rows[-2:]] == [
+        "chance / unigram frequency (corpus of plus_rnn_base)", "chance / unigram frequency (corpus of plus_tfm)"]
+    assert _empty_columns(md) == []
 
 
 def test_bad_inputs_name_the_file(secstr_runs, tmp_path):

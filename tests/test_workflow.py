@@ -162,6 +162,16 @@ def test_end_to_end_on_embedded_data(tmp_path):
         assert (results / "plots" / f"{task}_ablation.png").stat().st_size > 0
     summary = pd.read_csv(results / "tables" / "summary.csv")
     assert len(summary) >= 2
+    effects = pd.read_csv(results / "tables" / "ablation_effects.csv")  # the one contrast this config runs
+    head = effects[effects["headline"]]
+    assert sorted(head["task"]) == sorted(TASKS) and set(head["contrast"]) == {"plus - none"}
+    assert set(effects["verdict"]) <= {"better", "worse", "inconclusive", "n/a"}
+    assert (results / "plots" / "ablation_effects.png").stat().st_size > 0
+    for md in (results / "tables").glob("*.md"):  # no Markdown column without a value in any row
+        lines = [x for x in md.read_text(encoding="utf-8").splitlines() if x.startswith("|")]
+        cells = [[c.strip() for c in re.split(r"(?<!\\)\|", x.strip())[1:-1]] for x in lines]
+        empty = [h for j, h in enumerate(cells[0]) if all(r[j] in ("n/a", "—", "") for r in cells[2:])]
+        assert not empty, (md.name, empty)
     leakage = pd.read_csv(results / "tables" / "leakage.csv")
     assert len(leakage) == 10 and (leakage["n_test"] <= 25).all()  # every test set of the seven tasks
     metrics = json.loads((results / "finetune/secstr/plus-rnn_tiny/plus/seed0/metrics.json").read_text())
@@ -178,7 +188,8 @@ def test_end_to_end_on_embedded_data(tmp_path):
                                 "--outdir", "results/report_screenshots"], cwd=wd, capture_output=True, text=True,
                                timeout=600)
         assert shots.returncode == 0, shots.stdout + shots.stderr
-        assert len(list((results / "report_screenshots").glob("*.png"))) == 1 + 2 * len(TASKS)
+        # landing, a table and an ablation plot per task, summary, pre-training, effects table and forest plot
+        assert len(list((results / "report_screenshots").glob("*.png"))) == 1 + 2 * len(TASKS) + 4
     print(f"end-to-end run on embedded data: {elapsed:.0f} s")
     # forcing one ablation's pre-training reruns only what depends on it
     res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",

@@ -1,4 +1,5 @@
-"""`plus tables`, `plus tables-summary`, `plus tables-pretraining`, `plus plot ...`, `plus provenance`."""
+"""`plus tables`, `plus tables-summary`, `plus tables-pretraining`, `plus effects`, `plus effects-table`,
+`plus plot ...`, `plus provenance`."""
 
 from __future__ import annotations
 
@@ -72,6 +73,25 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
     p.set_defaults(func=run, report_command="tables-pretraining")
 
+    p = subparsers.add_parser("effects", help="paired bootstrap effects of the ablation contrasts of one task")
+    p.add_argument("--task", required=True)
+    p.add_argument("--runs", nargs="*", default=[],
+                   help="fine-tuning metrics.json files, each with its predictions.npz beside it")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0; written in the table)")
+    p.add_argument("--threads", type=int, default=1, help="processes bootstrapping runs in parallel")
+    p.add_argument("--out-csv", required=True)
+    p.set_defaults(func=run, report_command="effects")
+
+    p = subparsers.add_parser("effects-table", help="merge per-task effects into the ablation-effects table")
+    p.add_argument("--effects", nargs="+", required=True, help="CSVs from `plus effects`")
+    p.add_argument("--title", default="Ablation effects")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
+    p.add_argument("--out-headline", help="the headline paragraphs as reStructuredText (the report includes it)")
+    p.set_defaults(func=run, report_command="effects-table")
+
     p = subparsers.add_parser("plot", help="figures (PNG + SVG)")
     kinds = p.add_subparsers(dest="plot_kind", required=True)
     k = kinds.add_parser("ablation", help="per-task ablation bars with seeds as points")
@@ -83,6 +103,8 @@ def add_parser(subparsers) -> None:
     k = kinds.add_parser("finetune-curves", help="train/dev loss vs epoch of one task")
     k.add_argument("--task", required=True)
     k.add_argument("--curves", nargs="+", required=True)
+    k = kinds.add_parser("effects", help="forest plot of the ablation effects with their CIs, per task")
+    k.add_argument("--effects", required=True, help="ablation_effects.csv from `plus effects-table`")
     k = kinds.add_parser("embeddings", help="2-D PCA of pooled embeddings coloured by SCOP class")
     k.add_argument("--npz", required=True)
     k.add_argument("--title")
@@ -109,12 +131,27 @@ def run(args: argparse.Namespace) -> None:
         tables.write_table(df, args.out_csv, args.out_md, args.title or f"{args.task}", args.out_html)
     elif cmd == "tables-summary":
         df = tables.build_summary_table(_task_tables(args.tables))
-        tables.write_table(df, args.out_csv, args.out_md, args.title or "Seven-task summary", args.out_html)
+        tables.write_table(df, args.out_csv, args.out_md, args.title or "Seven-task summary", args.out_html,
+                           tables.SUMMARY_LAYOUT)
     elif cmd == "tables-pretraining":
         df = tables.build_pretraining_table(args.runs, args.expected, args.published,
                                             _pairs(args.test_set_map, "--test-set-map"),
                                             _pairs(args.model_label, "--model-label"))
-        tables.write_table(df, args.out_csv, args.out_md, args.title or "Pre-training", args.out_html)
+        tables.write_table(df, args.out_csv, args.out_md, args.title or "Pre-training", args.out_html,
+                           tables.PRETRAINING_LAYOUT)
+    elif cmd == "effects":
+        from plus.report import effects
+
+        df = effects.ablation_effects(args.task, args.runs, n_boot=args.n_boot, seed=args.seed,
+                                      workers=args.threads)
+        effects.write_effects(df, args.out_csv)
+    elif cmd == "effects-table":
+        from plus.report import effects
+
+        effects.write_effects(effects.read_effects(args.effects), args.out_csv, args.out_md, args.out_html,
+                              args.out_headline, title=args.title)
+    elif cmd == "plot" and args.plot_kind == "effects":
+        plots.plot_effects(args.effects, args.out_png, args.out_svg)
     elif cmd == "plot" and args.plot_kind == "ablation":
         plots.plot_ablation(args.task, args.runs, args.out_png, args.out_svg, args.metrics or None)
     elif cmd == "plot" and args.plot_kind == "pretrain-curves":

@@ -251,3 +251,66 @@ def plot_embeddings(npz_file: str | os.PathLike, out_png, out_svg, title: str | 
         title += f"\n{len(labels)} sequences from {', '.join(dict.fromkeys(map(str, data['source'])))}"
     ax.set_title(title, fontsize=10)
     return _save(fig, out_png, out_svg)
+
+
+def plot_effects(effects_csv, out_png, out_svg):
+    """Forest plot of the ablation effects (``ablation_effects.csv``): one panel per task with its headline
+    metric on every test set; a point = Δ = A − B (mean over matched seeds), a bar = its 95 % paired-bootstrap
+    CI, colour = contrast, filled = the CI excludes 0. A task without any contrast is left out."""
+    from plus.report.effects import CONTRASTS, LOWER_IS_BETTER, contrast_name, read_effects
+    from plus.report.tables import HEADLINE
+
+    df = read_effects(effects_csv)
+    df = df[np.array([HEADLINE.get(t, (None,))[0] == m for t, m in zip(df["task"], df["metric"], strict=True)],
+                     dtype=bool)]
+    df = df[np.isfinite(df["delta"].to_numpy(dtype=float))]
+    if df.empty:
+        fig, ax = plt.subplots(figsize=(6.4, 2.0))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No ablation contrast ran: no model has two of the ablations\n"
+                "plus, mlm_only, sfp_only, none, corrected on the same seed.", ha="center", va="center")
+        return _save(fig, out_png, out_svg)
+    order = [contrast_name(a, b) for a, b, _ in CONTRASTS]
+    order += sorted(set(df["contrast"]) - set(order))
+    colors = dict(zip(order, sns.color_palette("colorblind", len(order)), strict=True))
+    tasks = list(dict.fromkeys(df["task"]))
+    several_models = df["model"].nunique() > 1
+    sizes = [len(df[df["task"] == t]) for t in tasks]
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(8.0, 1.2 + sum(0.3 * n + 0.9 for n in sizes)),
+                             gridspec_kw={"height_ratios": [n + 1.5 for n in sizes]}, squeeze=False)
+    for ax, task in zip(axes[:, 0], tasks, strict=True):
+        sub = df[df["task"] == task]  # in table order: test set, model, contrast
+        y = np.arange(len(sub))[::-1]
+        for yi, rec in zip(y, sub.to_dict("records"), strict=True):
+            color = colors[rec["contrast"]]
+            low, high = rec["ci95_low"], rec["ci95_high"]
+            if np.isfinite(low) and np.isfinite(high):
+                ax.plot([low, high], [yi, yi], color=color, linewidth=2)
+            decided = rec["verdict"] in ("better", "worse")
+            ax.plot([rec["delta"]], [yi], "o", color=color, markersize=7,
+                    markerfacecolor=color if decided else "white", markeredgewidth=1.5)
+        labels = [f"{r['test_set']}: {r['contrast'].replace(' - ', ' − ')}"
+                  + (f" ({r['model']})" if several_models else "") for r in sub.to_dict("records")]
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_ylim(-0.7, len(sub) - 0.3)
+        ax.axvline(0, color="grey", linestyle="--", linewidth=1)
+        metric = sub["metric"].iloc[0]
+        label = METRIC_LABELS.get(metric, metric)
+        direction = " (lower is better)" if metric in LOWER_IS_BETTER else ""
+        ax.set_title(f"{task}: {label.split(' (')[0]}{direction}", fontsize=10, loc="left")
+        ax.set_xlabel(f"Δ = A − B, {label}", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], color=colors[c], marker="o", linewidth=2, label=c.replace(" - ", " − "))
+               for c in order if c in set(df["contrast"])]
+    handles += [Line2D([], [], color="grey", marker="o", linestyle="", label="CI excludes 0"),
+                Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="",
+                       label="CI includes 0")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False,
+               title="contrast A − B", title_fontsize=8)
+    seeds = sorted(set(df["n_seeds"].astype(int)))
+    fig.suptitle("Ablation effects: Δ with 95 % paired-bootstrap CI over test examples\n"
+                 f"(each task's headline metric; mean over {' or '.join(map(str, seeds))} matched "
+                 f"seed{'s' if seeds != [1] else ''})", fontsize=10)
+    legend_in = 0.45 + 0.22 * math.ceil(len(handles) / 4)
+    height = fig.get_figheight()
+    return _save(fig, out_png, out_svg, rect=(0, legend_in / height, 1, 1 - 0.1 / height))

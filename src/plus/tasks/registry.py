@@ -31,6 +31,13 @@ class Task:
         """The metrics the paper's tables report for this task (what metrics.json keeps per test set)."""
         return REPORTED[self.name]
 
+    @property
+    def per_protein_sums(self) -> dict[str, tuple[str, str | None]]:
+        """Metrics that are a sum over proteins divided by a sum over proteins (residue tasks): metric ->
+        (numerator key, denominator key or None = 1 per protein) in the output of :meth:`metrics` on one
+        protein. A bootstrap over proteins resamples these per-protein terms instead of recomputing."""
+        return PER_PROTEIN_SUMS.get(self.name, {})
+
     def report(self, values: dict) -> dict:
         return {k: float(values[k]) for k in self.reported if k in values}
 
@@ -74,6 +81,13 @@ REPORTED = {
     "fluorescence": ("spearman", "pearson", "mse"),
     "secstr": ("acc8", "acc3"),
     "transmembrane": ("acc", "acc_p"),
+}
+
+# Residue-task metrics as ratios of per-protein sums (see Task.per_protein_sums); a one-element list
+# (transmembrane's protein_correct) counts as its element.
+PER_PROTEIN_SUMS = {
+    "secstr": {"acc8": ("correct8", "n"), "acc3": ("correct3", "n")},
+    "transmembrane": {"acc": ("correct_residues", "n_residues"), "acc_p": ("protein_correct", None)},
 }
 
 TASKS: dict[str, Task] = {t.name: t for t in [

@@ -492,6 +492,8 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
         tgt = targets_of(task, recs)
         res = task.metrics(out, tgt, fidelity, cutoffs=cutoffs)
         res = {**task.report(res), "n": len(recs)}
+        if cutoffs is not None:  # fixed (dev-fitted) cut-offs: what reproduces acc from predictions.npz
+            res["cutoffs"] = cutoffs.tolist()
         res["ci95"] = bootstrap_all(task, out, tgt, res, fidelity, seed, n_boot, cutoffs)
         results[name] = res
         _store_predictions(arrays, name, task, recs, out, tgt)
