@@ -252,16 +252,32 @@ def test_a_missing_run_gives_no_row_never_a_zero(tmp_path):
     assert empty.empty and list(empty.columns) == effects.COLUMNS
 
 
-def test_runs_on_different_test_examples_are_refused(tmp_path):
+def test_runs_on_different_test_examples_are_compared_on_the_shared_ones(tmp_path):
+    """A data switch of the ablation (corrected localization/transmembrane data) changes the test set: the
+    contrast pairs the examples with the same id and label, whatever their order, and recomputes both metrics
+    on them; runs sharing no example give no row."""
     n = 30
     y = np.ones(n, dtype=np.int64)
-    p = logits_for(np.ones(n, dtype=np.int64))
-    a = write_run(tmp_path, "solubility", "plus", {"test": (ids(n), p, y)})
-    b = write_run(tmp_path, "solubility", "none", {"test": (ids(n)[::-1].copy(), p, y)})
-    with pytest.raises(InputError, match=r"none/seed0/metrics.json: test set 'test' has 30 examples and .* "
-                                         "ids differ from index 0") as e:
-        effects.ablation_effects("solubility", [a, b], n_boot=10)
-    assert "\n" not in str(e.value)
+    y[::3] = 0
+    good, bad = logits_for(y), logits_for(1 - y)
+    a = write_run(tmp_path, "solubility", "plus", {"test": (ids(n), good, y)})
+    # the corrected data: the first 10 examples gone, 5 new ones, 2 kept ids relabelled, order reversed
+    keep = np.arange(10, n)
+    c_ids = np.concatenate([ids(n)[keep], ids(5, "new")])[::-1].copy()
+    c_y = np.concatenate([y[keep], np.zeros(5, np.int64)])[::-1].copy()
+    c_y[5:7] = 1 - c_y[5:7]  # two kept ids relabelled: not shared
+    b = write_run(tmp_path, "solubility", "corrected", {"test": (c_ids, logits_for(1 - c_y), c_y)})
+    df = effects.ablation_effects("solubility", [a, b], n_boot=200)
+    rec = row(df, contrast="corrected - plus")
+    shared = [i for i, lab in zip(c_ids, c_y, strict=True) if i in set(ids(n)) and lab == y[int(i[1:])]]
+    assert rec["paired_on"] == "shared" and rec["n_units"] == len(shared) == 18
+    assert rec["mean_a"] == 0.0 and rec["mean_b"] == 1.0 and rec["delta"] == -1.0  # on the shared examples only
+    assert rec["ci95_low"] == rec["ci95_high"] == -1.0 and rec["verdict"] == "worse"
+    full = effects.ablation_effects("solubility", [a, write_run(tmp_path, "solubility", "none",
+                                                                {"test": (ids(n), bad, y)})], n_boot=20)
+    assert list(full["paired_on"]) == ["all"] and list(full["n_units"]) == [n]
+    disjoint = write_run(tmp_path / "x", "solubility", "corrected", {"test": (ids(5, "q"), good[:5], y[:5])})
+    assert effects.ablation_effects("solubility", [a, disjoint], n_boot=20).empty
 
 
 def test_predictions_that_do_not_reproduce_metrics_json_are_refused(tmp_path):

@@ -23,8 +23,12 @@ same seed gives one row per (test set, metric of ``EFFECT_METRICS``, model):
   :data:`LOWER_IS_BETTER`) or ``worse`` when the interval excludes 0, ``inconclusive`` when it includes 0,
   ``n/a`` when the metric is undefined (e.g. an AUPR without positives).
 
-A contrast with no matched seed has no row (never a zero). Runs of one test set must hold the same example ids
-in the same order, or the task is refused.
+A contrast with no matched seed has no row (never a zero). The two runs of a contrast are paired example by
+example: when they were evaluated on the same examples (ids and labels, in order; ``paired_on`` = ``all``) the
+recorded metrics are checked and compared. When a data switch of the ablation changed the test set (the
+``corrected`` ablation's localization and transmembrane data, results/data_corrected), the contrast is computed
+on the examples both runs share, with the same id and the same label (``paired_on`` = ``shared``; ``n_units``
+says how many), the metrics of both runs recomputed on that subset; with none shared, the contrast has no row.
 """
 
 from __future__ import annotations
@@ -59,10 +63,10 @@ LOWER_IS_BETTER = frozenset({"mse", "loss", "loss_ce", "bce_loss", "avg_loss_ce"
                              "lm_loss"})
 UNITS = {"pair": "pairs", "protein": "proteins", "residue": "proteins"}  # resampled unit by Task.kind
 COLUMNS = ["task", "test_set", "metric", "model", "contrast", "n_seeds", "delta", "ci95_low", "ci95_high",
-           "verdict", "mean_a", "mean_b", "seeds", "unit", "n_units", "n_boot", "n_boot_valid",
+           "verdict", "mean_a", "mean_b", "seeds", "unit", "n_units", "paired_on", "n_boot", "n_boot_valid",
            "bootstrap_seed", "headline"]
 _INT_COLUMNS = ("n_seeds", "n_units", "n_boot", "n_boot_valid", "bootstrap_seed")
-_TEXT = ("task", "test_set", "metric", "model", "contrast", "verdict", "seeds", "unit")
+_TEXT = ("task", "test_set", "metric", "model", "contrast", "verdict", "seeds", "unit", "paired_on")
 VERDICTS = ("better", "worse", "inconclusive", "n/a")
 
 
@@ -218,16 +222,28 @@ def verdict(metric: str, low: float, high: float) -> str:
     return "inconclusive"
 
 
-def _check_ids(runs: list[RunPredictions], ts: str) -> None:
-    first = runs[0]
-    ref = first.sets[ts].ids
-    for run in runs[1:]:
-        ids = run.sets[ts].ids
-        if len(ids) != len(ref) or not np.array_equal(ids, ref):
-            at = next((i for i, (x, y) in enumerate(zip(ids, ref)) if x != y), min(len(ids), len(ref)))
-            raise InputError(f"{run.path}: test set {ts!r} has {len(ids)} examples and {first.path} has "
-                             f"{len(ref)}; their ids differ from index {at}: the runs were not evaluated on the "
-                             "same examples in the same order")
+def _examples(s: TestSetPredictions) -> list[tuple[str, bytes]]:
+    """(id, label bytes) per test example: two runs were evaluated on the same examples iff these are equal."""
+    return [(str(i), np.asarray(t).tobytes()) for i, t in zip(s.ids, s.targets, strict=True)]
+
+
+def _restricted(run: RunPredictions, ts: str, idx: list[int]) -> RunPredictions:
+    """`run` with test set `ts` only, cut to the examples `idx` (metrics.json does not describe that subset)."""
+    s = run.sets[ts]
+    sub = TestSetPredictions(s.ids[idx], _subset(s.outputs, idx), _subset(s.targets, idx), s.cutoffs, {})
+    return RunPredictions(run.path, run.model, run.ablation, run.seed, run.fidelity, {ts: sub})
+
+
+def _shared(run_a: RunPredictions, run_b: RunPredictions, ts: str):
+    """Both runs cut to the examples of `ts` they share (same id and label), in A's order; None if none."""
+    where_b = {}
+    for k, example in enumerate(_examples(run_b.sets[ts])):
+        where_b.setdefault(example, k)
+    pairs = [(k, where_b[e]) for k, e in enumerate(_examples(run_a.sets[ts])) if e in where_b]
+    if not pairs:
+        return None
+    idx_a, idx_b = (list(x) for x in zip(*pairs, strict=True))
+    return _restricted(run_a, ts, idx_a), _restricted(run_b, ts, idx_b)
 
 
 def _bootstrap_file(task_name: str, path: str, ts: str, metrics, n_boot: int, seed: int):
@@ -267,34 +283,53 @@ def ablation_effects(task_name: str, run_files: Sequence[str | os.PathLike], n_b
     test_sets = list(dict.fromkeys(ts for run in runs.values() for ts in run.sets))
     head_metric, head_ts = HEADLINE[task.name][0], headline_test_set(task.name, test_sets)
 
-    jobs = []  # (run key, test set)
+    # what to bootstrap: (run key, test set, None) = the whole test set; (run key, test set, other ablation) =
+    # the examples shared with that ablation's run of the same seed (their test sets differ)
+    full, subsets = set(), {}
     for ts in test_sets:
-        having = [k for k in needed if ts in runs[k].sets]
-        _check_ids([runs[k] for k in having], ts)
-        jobs += [(k, ts) for k in having]
+        for model, a, b, seeds in contrasts:
+            for s in seeds:
+                ka, kb = (model, a, s), (model, b, s)
+                if ts not in runs[ka].sets or ts not in runs[kb].sets:
+                    continue
+                if _examples(runs[ka].sets[ts]) == _examples(runs[kb].sets[ts]):
+                    full |= {(ka, ts), (kb, ts)}
+                elif (shared := _shared(runs[ka], runs[kb], ts)) is not None:
+                    subsets[(ka, ts, b)], subsets[(kb, ts, a)] = shared
+    jobs = sorted(full)
     # one BLAS thread per process: on a busy machine a threaded np.dot (Pearson) was measured 100x slower
     if workers > 1 and len(jobs) > 1:  # each worker reads its run again: no large arrays are pickled
         with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
             futures = [pool.submit(_bootstrap_file, task.name, paths[k], ts, metrics, n_boot, seed) for k, ts in jobs]
-            results = {job: f.result() for job, f in zip(jobs, futures, strict=True)}
+            results = {(k, ts, None): f.result() for (k, ts), f in zip(jobs, futures, strict=True)}
     else:
         with threadpool_limits(limits=1):
-            results = {(k, ts): bootstrap_draws(task, runs[k], ts, metrics, n_boot, seed) for k, ts in jobs}
+            results = {(k, ts, None): bootstrap_draws(task, runs[k], ts, metrics, n_boot, seed) for k, ts in jobs}
+    with threadpool_limits(limits=1):
+        results |= {key: bootstrap_draws(task, run, key[1], metrics, n_boot, seed) for key, run in subsets.items()}
 
     rows = []
     for ts in test_sets:
         for metric in metrics:
             for model, a, b, seeds in contrasts:
-                seeds = [s for s in seeds if ((model, a, s), ts) in results and ((model, b, s), ts) in results]
-                if not seeds:
+                pairing = {}  # seed -> (A's draws key, B's draws key)
+                for s in seeds:
+                    ka, kb = ((model, a, s), ts, None), ((model, b, s), ts, None)
+                    if ka not in results or kb not in results:
+                        ka, kb = ((model, a, s), ts, b), ((model, b, s), ts, a)
+                    if ka in results and kb in results:
+                        pairing[s] = (ka, kb)
+                if not pairing:
                     continue
-                pa = np.array([results[((model, a, s), ts)][0][metric] for s in seeds])
-                pb = np.array([results[((model, b, s), ts)][0][metric] for s in seeds])
-                diff = np.mean([results[((model, a, s), ts)][1][metric] - results[((model, b, s), ts)][1][metric]
+                seeds = sorted(pairing)
+                pa = np.array([results[pairing[s][0]][0][metric] for s in seeds])
+                pb = np.array([results[pairing[s][1]][0][metric] for s in seeds])
+                diff = np.mean([results[pairing[s][0]][1][metric] - results[pairing[s][1]][1][metric]
                                 for s in seeds], axis=0)
                 valid = diff[np.isfinite(diff)]
                 low, high = (np.percentile(valid, [2.5, 97.5]) if len(valid) else (math.nan, math.nan))
                 delta = float(np.mean(pa - pb))
+                first = pairing[seeds[0]][0]
                 rows.append({
                     "task": task.name, "test_set": ts, "metric": metric, "model": model,
                     "contrast": contrast_name(a, b), "n_seeds": len(seeds), "delta": delta,
@@ -302,7 +337,8 @@ def ablation_effects(task_name: str, run_files: Sequence[str | os.PathLike], n_b
                     "verdict": verdict(metric, low, high) if np.isfinite(delta) else "n/a",
                     "mean_a": float(pa.mean()), "mean_b": float(pb.mean()),
                     "seeds": ";".join(map(str, seeds)), "unit": UNITS[task.kind],
-                    "n_units": len(runs[(model, a, seeds[0])].sets[ts].ids), "n_boot": n_boot,
+                    "n_units": len((subsets.get(first) or runs[first[0]]).sets[ts].ids),
+                    "paired_on": "shared" if first[2] else "all", "n_boot": n_boot,
                     "n_boot_valid": len(valid), "bootstrap_seed": seed,
                     "headline": bool(metric == head_metric and ts == head_ts),
                 })
@@ -362,7 +398,9 @@ def method_note(df: pd.DataFrame) -> str:
             "per-seed differences. better / worse: the CI excludes 0 (A better / worse than B; lower is "
             "better for MSE); inconclusive: the CI includes 0. The CI covers test-set sampling for these "
             "trained models, not training randomness. A contrast whose two ablations did not both run has "
-            "no row.")
+            "no row. Paired on: all = both runs were tested on the same examples; shared = the ablation's data "
+            "switches changed the test set, and both runs are compared on the examples they share (same id "
+            "and label, N of them).")
 
 
 def display_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
