@@ -121,24 +121,31 @@ def test_make_install_stops_at_a_malformed_line_before_pip(tmp_path):
     assert f"error: {path} line {n}: 'pandas>=2' is not NAME==VERSION" in res.stderr
 
 
-def _wheel(folder: Path, name: str, version: str) -> None:
-    """A minimal pure wheel: enough for pip to see the release."""
+def _wheel(folder: Path, name: str, version: str, requires: str = "") -> None:
+    """A minimal pure wheel: enough for pip to see the release and what it requires."""
     dist = f"{name.replace('-', '_')}-{version}"
     folder.mkdir(exist_ok=True)
+    requires = f"Requires-Dist: {requires}\n" if requires else ""
     with zipfile.ZipFile(folder / f"{dist}-py3-none-any.whl", "w") as zf:
-        zf.writestr(f"{dist}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        zf.writestr(f"{dist}.dist-info/METADATA",
+                    f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{requires}")
         zf.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
                     "Tag: py3-none-any\n")
         zf.writestr(f"{dist}.dist-info/RECORD", "")
 
 
-@pytest.mark.parametrize("pin", ["plusfake-dep==2.0", "plusfake-absent==1.0"])
-def test_pin_missing_from_the_index_fails_naming_the_line(tmp_path, pin):
-    """plusfake-dep has only release 1.0 on the (local, hermetic) index; plusfake-absent is not there at all."""
+@pytest.mark.parametrize("pin, request_", [("plusfake-dep==2.0", "plusfake-dep"),
+                                            ("plusfake-absent==1.0", "plusfake-absent"),
+                                            ("plusfake-dep==2.0", "plusfake-app")])
+def test_pin_missing_from_the_index_fails_naming_the_line(tmp_path, pin, request_):
+    """The (local, hermetic) index has plusfake-dep 1.0 only, and plusfake-app 1.0 that requires it; plusfake-absent
+    is not there at all. Installed quietly (as the Makefile does), directly or as a dependency."""
     _wheel(tmp_path / "index", "plusfake-dep", "1.0")
+    _wheel(tmp_path / "index", "plusfake-app", "1.0", requires="plusfake-dep>=1")
     path, n = _bad_lock(tmp_path, pin)
-    res = subprocess.run([sys.executable, "-m", "plus.environment", "pip-install", str(path), "--dry-run",
-                          "--no-index", "--find-links", str(tmp_path / "index"), pin.split("==")[0]],
+    path.write_text(path.read_text() + "plusfake-app==1.0\n")
+    res = subprocess.run([sys.executable, "-m", "plus.environment", "pip-install", str(path), "--quiet",
+                          "--dry-run", "--no-index", "--find-links", str(tmp_path / "index"), request_],
                          capture_output=True, text=True)
     assert res.returncode != 0
     assert f"error: {path} line {n}: {pin}: pip cannot install this pin" in res.stderr

@@ -254,8 +254,15 @@ def verify(lock: Lock) -> tuple[list[str], list[str]]:
 
 
 def _named_pins(lock: Lock, output: str) -> list[Pin]:
-    """The lock's pins that pip's failure output names, as NAME==VERSION or as the requirement it could not find."""
+    """The lock's pins that pip's failure output names: those its conflict report names as constraints, else any
+    it names as NAME==VERSION or as a requirement it could not find."""
     hits = {}
+    for m in re.finditer(rf"\(constraint\) ({_NAME})==([^\s,;)'\"]+)", output):
+        pin = lock.pins.get(normalize(m[1]))
+        if pin and pin.version == m[2]:
+            hits[pin.line] = pin
+    if hits:
+        return [hits[k] for k in sorted(hits)]
     for m in re.finditer(rf"({_NAME})==([^\s,;)'\"]+)", output):
         pin = lock.pins.get(normalize(m[1]))
         if pin and pin.version == m[2]:
@@ -266,30 +273,43 @@ def _named_pins(lock: Lock, output: str) -> list[Pin]:
     return [hits[k] for k in sorted(hits)]
 
 
+def _pip(args: list[str], echo: bool) -> tuple[int, str]:
+    """Run `python -m pip ARGS` by this interpreter (without PYTHONPATH); returns (exit status, output)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen([sys.executable, "-m", "pip", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    output = []
+    for line in proc.stdout:
+        if echo:
+            sys.stdout.write(line)
+        output.append(line)
+    return proc.wait(), "".join(output)
+
+
 def pip_install(lock_path: str | os.PathLike, pip_args: list[str]) -> int:
     """`pip install -c LOCK PIP_ARGS` by this interpreter, after checking the lock and that every package named
-    in PIP_ARGS is pinned there (so none is installed unpinned). A failure names the lock lines pip names."""
+    in PIP_ARGS is pinned there (so none is installed unpinned). A failure names the lock lines pip names (a quiet
+    pip leaves out its conflict report: a failed resolution is then repeated, verbose and as a dry run)."""
     lock = read_lock(lock_path)
     unpinned = [a for a in pip_args if re.fullmatch(_NAME, a) and normalize(a) not in lock.pins]
     if unpinned:
         raise LockError(f"{lock.path}: {', '.join(unpinned)} not pinned (an install would take any version)")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    cmd = [sys.executable, "-m", "pip", "install", "-c", str(lock.path), *pip_args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    output = []
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        output.append(line)
-    if proc.wait() == 0:
+    args = ["install", "-c", str(lock.path), *pip_args]
+    status, output = _pip(args, echo=True)
+    if status == 0:
         return 0
-    pins = _named_pins(lock, "".join(output))
+    if "-q" in pip_args or "--quiet" in pip_args:
+        _, verbose = _pip([a for a in args if a not in ("-q", "--quiet")] + ["--dry-run"], echo=False)
+        sys.stdout.write(verbose[verbose.find("ERROR"):] if "ERROR" in verbose else "")
+        output += verbose
+    pins = _named_pins(lock, output)
     for pin in pins:
         print(f"error: {lock.where(pin)}: pip cannot install this pin (not on the package index, or in conflict; "
               "pip's message is above)", file=sys.stderr)
     if not pins:
         print(f"error: pip failed installing with the lock {lock.path}; its output (above) names no lock line",
               file=sys.stderr)
-    return proc.returncode
+    return status
 
 
 # ------------------------------------------------------------------ `make lock`
