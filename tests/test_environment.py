@@ -255,6 +255,8 @@ def test_note_names_mixed_tables_other_locks_and_unrecorded_runs():
     assert "table summary: runs differ in numpy: 2.4.6 (3 runs); 2.5.0 (sol/a)" in lines
     assert not any("pretraining" in line for line in lines)  # one run: nothing to compare
     assert note["not_recorded"] == ["sol/b"] and lines[-1].endswith("(made before the drift check): sol/b")
+    unchecked = provenance.environment_note({"x": _prov(digest=None)}, {"x": "secstr"}, "a" * 64)
+    assert "1 runs found no readable lock (environment not checked): x" in unchecked["lines"]
     clean = provenance.environment_note({"ss/a": _prov(), "ss/b": _prov()}, {"ss/a": "secstr", "ss/b": "secstr"},
                                         "a" * 64)
     assert clean["lines"][1].startswith("Every run matches the lock")

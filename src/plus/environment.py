@@ -163,11 +163,11 @@ def warning_line(record: dict) -> str | None:
     return None
 
 
-def warn_drift(file=None) -> dict:
+def warn_drift() -> dict:
     """Check this process's environment against the lock; print the warning line, if any, to stderr."""
     record = environment_record()
     if line := warning_line(record):
-        print(line, file=file or sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)
     return record
 
 

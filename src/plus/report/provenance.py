@@ -147,7 +147,8 @@ def environment_note(runs: Mapping[str, dict], tables: Mapping[str, str], lock_d
     for d in differs:
         by_run.setdefault(d["run"], []).append(describe(d["package"], d))
     lines += [f"{run} ({tables[run]}) differs from its lock: {', '.join(diffs)}" for run, diffs in by_run.items()]
-    lines += [f"{len(rs)} runs were made under lock {digest}, not this one: {_listed(rs)}"
+    lines += [f"{len(rs)} runs were made under lock {digest}, not this one: {_listed(rs)}" if digest != "none" else
+              f"{len(rs)} runs found no readable lock (environment not checked): {_listed(rs)}"
               for digest, rs in other_locks.items()]
     for m in mixed:
         counts = Counter({value: len(rs) for value, rs in m["values"].items()})
