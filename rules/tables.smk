@@ -131,12 +131,19 @@ rule provenance:
             category="Provenance",
             labels={"task": "all", "kind": "provenance"},
         ),
+        note=report(
+            "results/environment.html",
+            caption="../report/environment.rst",
+            category="Provenance",
+            labels={"task": "all", "kind": "environment"},
+        ),
     log:
         "logs/provenance.log",
     conda:
         "../envs/plus.yaml"
     shell:
-        "plus provenance --runs {input.runs} --out {output.json} --out-csv {output.csv} > {log} 2>&1"
+        "plus provenance --runs {input.runs} --out {output.json} --out-csv {output.csv} "
+        "--out-note {output.note} > {log} 2>&1"
 
 
 rule finetune_curves_plot:

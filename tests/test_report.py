@@ -376,8 +376,11 @@ def test_provenance_collect_and_merge(secstr_runs, tmp_path):
     info = _write(Path(present[0]).with_name("run_info.json"), _prov(0))
     merged = provenance.merge_provenance([*present, info], tmp_path / "prov.json", tmp_path / "prov.csv")
     assert json.loads((tmp_path / "prov.json").read_text()) == merged
-    assert set(merged) == {*present, info} and merged[present[1]]["seed"] == 1
-    assert len(pd.read_csv(tmp_path / "prov.csv")) == 4
+    assert set(merged["runs"]) == {*present, info} and merged["runs"][present[1]]["seed"] == 1
+    csv_rows = pd.read_csv(tmp_path / "prov.csv")
+    assert len(csv_rows) == 4 and set(csv_rows["table"]) == {"secstr", "pretraining"}  # run_info.json: no task
+    # fixture runs predate the drift check: the note says so instead of guessing
+    assert merged["environment"]["not_recorded"] == [*present, info]
     (tmp_path / "nop/metrics.json").parent.mkdir()
     (tmp_path / "nop/metrics.json").write_text("{}")
     with pytest.raises(InputError, match="no 'provenance'"):

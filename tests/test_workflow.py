@@ -179,7 +179,10 @@ def test_end_to_end_on_embedded_data(tmp_path):
     assert 0 < metrics["test_sets"]["ts115"]["acc3"] <= 1
     pre = json.loads((results / "pretrain/plus-rnn_tiny/plus/seed0/metrics.json").read_text())
     assert pre["provenance"]["torch"].startswith("2.")
-    assert json.loads((results / "provenance.json").read_text())
+    prov = json.loads((results / "provenance.json").read_text())  # every job ran under the lock
+    assert prov["environment"]["runs"] == len(prov["runs"]) > 2 * len(TASKS)
+    assert prov["environment"]["lines"][1].startswith("Every run matches the lock")
+    assert "Every run matches the lock" in (results / "environment.html").read_text()
     snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",
               "--report", "results/report.html", cwd=wd)
     assert (results / "report.html").stat().st_size > 10_000

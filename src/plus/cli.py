@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from plus import __version__
+from plus import __version__, environment
 from plus.io import InputError
 
 
@@ -181,11 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embed(sub)
     leakage.add_parser(sub)
     report_cli.add_parser(sub)
+    environment.add_parser(sub)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    environment.warn_drift()  # one log line when torch, numpy, pandas, snakemake, pyhmmer... differ from the lock
     try:
         args.func(args)
     except InputError as exc:

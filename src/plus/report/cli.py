@@ -117,6 +117,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json or run_info.json files")
     p.add_argument("--out", required=True)
     p.add_argument("--out-csv")
+    p.add_argument("--out-note", help="the environment note as HTML (lock digest, runs that differ)")
     p.set_defaults(func=run, report_command="provenance")
 
 
@@ -161,6 +162,7 @@ def run(args: argparse.Namespace) -> None:
     elif cmd == "plot" and args.plot_kind == "embeddings":
         plots.plot_embeddings(args.npz, args.out_png, args.out_svg, args.title)
     elif cmd == "provenance":
-        provenance.merge_provenance(args.runs, args.out, args.out_csv)
+        merged = provenance.merge_provenance(args.runs, args.out, args.out_csv, args.out_note)
+        print("\n".join(merged["environment"]["lines"]))
     else:
         raise InputError(f"unknown report command {cmd!r}")
