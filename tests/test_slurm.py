@@ -97,7 +97,7 @@ class AttemptWatch(threading.Thread):
             text = self.log.read_text() if self.log.exists() else ""
             if text and not text.startswith(previous[:200]):
                 generation += 1  # a new attempt rewrote the log
-            previous = text
+            previous = text or previous  # a just-truncated log: its new text shows the new attempt
             for line in text.splitlines():
                 if (SAVED.search(line) or RESUMED.search(line)) and (generation, line) not in self.lines:
                     self.lines.append((generation, line))
@@ -191,7 +191,7 @@ def slice_run(cluster):
                            text=True).stdout.split("\n")
     states = {fields[0]: fields[1] for fields in (ln.split() for ln in queue) if fields}
     sbatch = [ln for ln in second.splitlines() if ln.startswith("sbatch call: ")]
-    resumed = [line for _, line in watch.lines]
+    resumed = [f"attempt log {g}: {line}" for g, line in watch.lines]
     trained = [r for r in curve_rows(ref / "curve.csv") if r["split"] == "train"][-1]["elapsed_s"]
     print(f"\nlive SLURM slice: {len(jobs)} SLURM jobs, {wall:.0f} s wall; pre-training {max_steps} steps "
           f"({per_step:.2f} s/step calibrated, {float(trained):.0f} s uninterrupted); "
