@@ -2,12 +2,22 @@ import glob
 import json
 import re
 import shlex
+import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+# SLURM's warning signal (`--signal=USR1@N` in slurm/config.yaml) reaches every process of the job step: this
+# Snakemake process, the rule's shell and `plus`. Snakemake would die of it and end the step, orphaning or
+# killing the training process while it saves its state. Ignored here, it stays ignored in the shell and in
+# `plus`, until `plus` installs its own handler for training (README: "Saved state and reruns").
+try:
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+except ValueError:  # not the main thread (Snakemake's API driven from a thread): nothing to protect
+    pass
 
 TASKS = list(config["tasks"])
 SEEDS = [int(s) for s in config["seeds"]]

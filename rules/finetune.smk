@@ -8,6 +8,7 @@ rule finetune:
     output:
         model="results/finetune/{task}/{model}/{ablation}/seed{seed}/model.pt",
         curve="results/finetune/{task}/{model}/{ablation}/seed{seed}/curve.csv",
+        run="results/finetune/{task}/{model}/{ablation}/seed{seed}/run.json",
     log:
         "logs/finetune/{task}/{model}/{ablation}/seed{seed}.log",
     benchmark:
@@ -27,15 +28,16 @@ rule finetune:
         state=state_dir,
         hp=lambda wc: as_json(finetune_hparams(wc)),
     shell:
-        "plus finetune --task {wildcards.task} --data {params.data} {params.pretrained} "
+        "exec plus finetune --task {wildcards.task} --data {params.data} {params.pretrained} "
         "--seed {wildcards.seed} --hparams '{params.hp}' --state-dir {params.state} "
-        "--out-model {output.model} --out-curve {output.curve} > {log} 2>&1"
+        "--out-model {output.model} --out-curve {output.curve} --out-run {output.run} > {log} 2>&1"
 
 
 rule evaluate:
     input:
         data=lambda wc: task_data(wc.task, wc.ablation),
         model="results/finetune/{task}/{model}/{ablation}/seed{seed}/model.pt",
+        run="results/finetune/{task}/{model}/{ablation}/seed{seed}/run.json",
     output:
         metrics="results/finetune/{task}/{model}/{ablation}/seed{seed}/metrics.json",
         predictions="results/finetune/{task}/{model}/{ablation}/seed{seed}/predictions.npz",
@@ -55,7 +57,7 @@ rule evaluate:
         "plus evaluate --task {wildcards.task} --data {params.data} --model {input.model} "
         "--seed {wildcards.seed} --hparams '{params.hp}' --out-metrics {output.metrics} "
         "--out-predictions {output.predictions} --name {wildcards.model} --ablation {wildcards.ablation} "
-        "> {log} 2>&1"
+        "--run {input.run} > {log} 2>&1"
 
 
 rule baseline_trivial:

@@ -33,7 +33,7 @@ rule pretrain:
         hp=lambda wc: as_json(pretrain_hparams(wc)),
         launch=launcher,
     shell:
-        "{params.launch} pretrain --corpus {params.corpus} --seed {wildcards.seed} "
+        "exec {params.launch} pretrain --corpus {params.corpus} --seed {wildcards.seed} "
         "--hparams '{params.hp}' --state-dir {params.state} --out-model {output.model} "
         "--out-metrics {output.metrics} --out-curve {output.curve} --name {wildcards.model} "
         "--ablation {wildcards.ablation} > {log} 2>&1"

@@ -1,14 +1,15 @@
-"""Models against the golden vectors recorded from the reference PLUS code (tests/golden/README.md)."""
+"""Models against the golden vectors recorded from the reference PLUS code (tests/golden/README.md). Sizes,
+counts and seeds come from the golden set's own files (golden_set.py)."""
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from golden_set import GOLDEN, hom_thresholds, init_seed, numbered, padded_length, rnn_kwargs, tfm_kwargs
 
 from plus.data.alphabet import encode
 from plus.models import (
@@ -28,7 +29,6 @@ from plus.models import (
     tfm_single_input,
 )
 
-GOLDEN = Path(__file__).parent / "golden"
 ATOL = 1e-5
 IMPLS = ["flip", "packed"]
 
@@ -55,8 +55,8 @@ def rnn_vec():
     return npz("plus_rnn_vectors.npz")
 
 
-def small_rnn(impl, sd="plus_rnn_sfp_state_dict.pt", k=1):
-    m = PlusRNN(hidden_dim=32, num_layers=2, proj_dim=16, n_thresholds=k, lstm_impl=impl)
+def small_rnn(impl, sd="plus_rnn_sfp_state_dict.pt", k=None):
+    m = PlusRNN(**rnn_kwargs(k), lstm_impl=impl)
     m.load_state_dict(golden_sd(sd))
     return m.eval()
 
@@ -91,12 +91,13 @@ def test_tfm_inputs_match_reference():
 def test_tfm_inputs_reproduce_golden_batches():
     v = npz("plus_tfm_vectors.npz")
     seqs = [encode(s) for s in json.loads((GOLDEN / "plus_rnn_config.json").read_text())["sequences"]]
+    width = padded_length()
     for row, i in enumerate(v["single_seq_index"].tolist()):
-        t, s, m = tfm_single_input(seqs[i], 128)
+        t, s, m = tfm_single_input(seqs[i], width)
         assert np.array_equal(t, v["single_tokens"][row]) and np.array_equal(s, v["single_segments"][row])
         assert np.array_equal(m, v["single_input_mask"][row])
     for row, (i, j) in enumerate(v["pair_seq_index"].tolist()):
-        t, s, m = tfm_pair_input(seqs[i], seqs[j], 128)
+        t, s, m = tfm_pair_input(seqs[i], seqs[j], width)
         assert np.array_equal(t, v["pair_tokens"][row]) and np.array_equal(s, v["pair_segments"][row])
         assert np.array_equal(m, v["pair_input_mask"][row])
 
@@ -104,8 +105,8 @@ def test_tfm_inputs_reproduce_golden_batches():
 # --- PLUS-RNN ---------------------------------------------------------------------------------------
 
 def test_rnn_seeded_construction_equals_reference_init():
-    torch.manual_seed(0)
-    sd = PlusRNN(hidden_dim=32, num_layers=2, proj_dim=16, n_thresholds=1).state_dict()
+    torch.manual_seed(init_seed())
+    sd = PlusRNN(**rnn_kwargs()).state_dict()
     ref = golden_sd("plus_rnn_sfp_state_dict.pt")
     assert list(sd) == list(ref)
     for k in ref:
@@ -131,7 +132,7 @@ def test_rnn_golden_outputs(impl, rnn_vec):
         close(F.binary_cross_entropy_with_logits(sfp, v["sfp_labels"].float()), v["sfp_loss"], rtol=1e-5)
         assert int(((sfp > 0.5) == v["sfp_labels"].bool()).sum()) == int(v["sfp_correct_ref"])
 
-        hom = small_rnn(impl, "plus_rnn_hom_state_dict.pt", k=4)
+        hom = small_rnn(impl, "plus_rnn_hom_state_dict.pt", k=hom_thresholds())
         z_hom = hom.project(hom(v["tokens"], v["lengths"]))
         logits = hom.ordinal_logits(hom.ssa_score(z_hom[i], L[i], z_hom[j], L[j]))
         close(logits, v["hom_logits"])
@@ -163,7 +164,8 @@ def test_rnn_pretrain_step_loss_and_gradients(impl):
     assert la.item() == pytest.approx(ref["mlm_loss_A_unscaled"], rel=1e-5)
     assert lb.item() == pytest.approx(ref["mlm_loss_B_unscaled"], rel=1e-5)
     assert sfp.item() == pytest.approx(ref["sfp_bce_unscaled"], rel=1e-5)
-    total = 0.7 * la + 0.7 * (0.7 * la) + 0.3 * sfp
+    lam_lm, lam_cls = ref["run_config"]["lm_loss_lambda"], ref["run_config"]["cls_loss_lambda"]
+    total = lam_lm * la + lam_lm * (lam_lm * la) + lam_cls * sfp  # B1: L_B replaced by lambda x L_A
     assert total.item() == pytest.approx(ref["ref_total_loss"], rel=1e-5)
     total.backward()
     for name, p in m.named_parameters():
@@ -294,7 +296,7 @@ def test_ssa_memory_32_pairs_of_1000():
 
 @pytest.fixture(scope="module")
 def tfm():
-    m = PlusTFM(hidden_dim=32, num_layers=2, num_heads=2, ff_dim=64, max_len=128, dropout=0.1, n_classes=2)
+    m = PlusTFM(**tfm_kwargs())
     ref = golden_sd("plus_tfm_state_dict.pt")
     assert set(m.state_dict()) == set(ref)
     pe = "transformer.embed.pos_embed.pe"
@@ -329,10 +331,19 @@ def test_tfm_decoder_tied_and_layernorm_variants():
 
 # --- heads --------------------------------------------------------------------------------------------
 
+def mlp_head(state_file, pooling):
+    """The recorded MLP head, sized from its weights: hidden (d_hid, d_in), output (n_out, d_hid)."""
+    sd = golden_sd(state_file)
+    (d_hid, d_in), n_out = sd["hidden.weight"].shape, sd["output.weight"].shape[0]
+    m = MLPHead(d_in, d_hid, n_out, pooling=pooling)
+    m.load_state_dict(sd)
+    return m
+
+
 @pytest.fixture(scope="module")
 def mlp_inputs():
     v = npz("mlp_vectors.npz")
-    xs = [v[f"input_{k}"] for k in range(6)]
+    xs = [v[f"input_{k}"] for k in range(numbered("mlp_vectors.npz", "input_"))]
     x = torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)
     mask = torch.arange(x.shape[1])[None] < torch.tensor([len(a) for a in xs])[:, None]
     return v, x, mask
@@ -340,25 +351,22 @@ def mlp_inputs():
 
 def test_mlp_protein_reference_sum_and_attention(mlp_inputs):
     v, x, mask = mlp_inputs
-    ref = MLPHead(64, 16, 2, pooling="reference_sum")
-    ref.load_state_dict(golden_sd("mlp_protein_state_dict.pt"))
+    ref = mlp_head("mlp_protein_state_dict.pt", "reference_sum")
     close(ref.pool(x, mask), v["pooled_ref"])
     out = ref(x, mask)
     close(out, v["protein_logits_ref"])
     out.sum().backward()
     assert ref.attention.weight.grad is None  # B2: the attention parameters are unused
-    att = MLPHead(64, 16, 2, pooling="attention")
-    att.load_state_dict(golden_sd("mlp_protein_state_dict.pt"))
+    att = mlp_head("mlp_protein_state_dict.pt", "attention")
     close(att(x, mask), v["protein_logits_softmax_over_residues"])
 
 
 def test_mlp_residue(mlp_inputs):
     v, x, mask = mlp_inputs
-    m = MLPHead(64, 16, 3, pooling=None)
-    m.load_state_dict(golden_sd("mlp_residue_state_dict.pt"))
+    m = mlp_head("mlp_residue_state_dict.pt", None)
     out = m(x, mask)
-    assert out.shape == (6, 118, 3)
-    for k in range(6):
+    assert out.shape == (*x.shape[:2], m.output.out_features)
+    for k in range(len(x)):
         close(out[k, : int(mask[k].sum())], v[f"residue_logits_{k}"])
 
 
@@ -415,12 +423,14 @@ def test_pelmo_encoder_batch_invariance_and_heads():
 
 def test_load_state_dict_reference_prefix_and_shape_rules():
     sfp = golden_sd("plus_rnn_sfp_state_dict.pt")
-    m = PlusRNN(hidden_dim=32, num_layers=2, proj_dim=16, n_thresholds=4)
+    assert hom_thresholds() != rnn_kwargs()["n_thresholds"]
+    m = PlusRNN(**rnn_kwargs(hom_thresholds()))
     loaded, skipped = load_state_dict_reference(m, {f"module.{k}": v for k, v in sfp.items()})
     assert sorted(skipped) == ["module.ordinal_bias", "module.ordinal_weight"]
     assert len(loaded) == len(sfp) - 2
-    assert torch.equal(m.rnn.weight_hh_l1_reverse, sfp["rnn.weight_hh_l1_reverse"])
-    assert torch.equal(m.ordinal_bias, torch.full((4,), 10.0))
-    tfm = PlusTFM(hidden_dim=32, num_layers=2, num_heads=2, ff_dim=64, max_len=128, n_classes=5)
+    last = f"rnn.weight_hh_l{rnn_kwargs()['num_layers'] - 1}_reverse"
+    assert torch.equal(m.state_dict()[last], sfp[last])
+    assert torch.equal(m.ordinal_bias, torch.full((hom_thresholds(),), 10.0))  # the reference's initial offset
+    tfm = PlusTFM(**{**tfm_kwargs(), "n_classes": tfm_kwargs()["n_classes"] + 3})
     loaded, skipped = load_state_dict_reference(tfm, golden_sd("plus_tfm_state_dict.pt"), skip=("cls",))
     assert sorted(skipped) == ["cls.bias", "cls.weight"]

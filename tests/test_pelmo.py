@@ -113,10 +113,14 @@ def test_lm_pretraining_learns_beyond_residue_frequencies(work):
     assert set(state) == set(FinetuneModel(get_task("homology"), MODEL, None, {}).lm.state_dict())
 
 
-def test_lm_pretraining_resumes_from_its_state_to_the_same_model(work, tmp_path):
-    run_lm(work / "elmo", tmp_path, lm_hparams(max_steps=36))  # stops after 36 of 90 steps, state saved
-    assert torch.load(tmp_path / "state/last.pt", weights_only=False)["step"] == 36
-    run_lm(work / "elmo", tmp_path, lm_hparams())
+def test_lm_pretraining_resumes_from_its_state_to_the_same_model(work, tmp_path, signal_after_save):
+    hp = {**lm_hparams(), "save_every_steps": 36}
+    signal_after_save(1)  # SIGTERM after the save at step 36 of 90: the run stops there
+    with pytest.raises(SystemExit):
+        run_lm(work / "elmo", tmp_path, hp)
+    signal_after_save(0)
+    assert torch.load(tmp_path / "state/last.pt", weights_only=True)["payload"]["step"] == 36
+    run_lm(work / "elmo", tmp_path, hp)
     a, b = load(work / "lm/model.pt"), load(tmp_path / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     pd.testing.assert_frame_equal(pd.read_csv(work / "lm/curve.csv").drop(columns="elapsed_s"),

@@ -77,13 +77,18 @@ def run(corpus_dir, out: Path, hp):
 
 
 @pytest.mark.parametrize("family", ["rnn", "tfm"])
-def test_bf16_pretraining_runs_and_resumes_to_the_same_model(corpus, tmp_path, family):  # noqa: F811
+def test_bf16_pretraining_runs_and_resumes_to_the_same_model(corpus, tmp_path, family,  # noqa: F811
+                                                            signal_after_save):
     hp = tiny_hparams(epochs=1, eval_every=5, precision="bf16")  # 15 steps, evaluations at 5, 10 and 15
+    hp["save_every_steps"] = 10
     if family == "tfm":
         hp["model"] = {**TFM, "corpus": "rnn"}
     run(corpus, tmp_path / "straight", hp)
-    run(corpus, tmp_path / "resumed", {**hp, "train": {**hp["train"], "max_steps": 10}})
-    assert torch.load(tmp_path / "resumed/state/last.pt", weights_only=False)["step"] == 10
+    signal_after_save(1)  # SIGTERM after the save at step 10: the run stops there
+    with pytest.raises(SystemExit):
+        run(corpus, tmp_path / "resumed", hp)
+    signal_after_save(0)
+    assert torch.load(tmp_path / "resumed/state/last.pt", weights_only=True)["payload"]["step"] == 10
     run(corpus, tmp_path / "resumed", hp)
     a = torch.load(tmp_path / "straight/model.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed/model.pt", weights_only=True)
@@ -113,7 +118,7 @@ def test_bf16_finetuning_loss_is_close_to_fp32(family):
     assert losses[1].item() == pytest.approx(losses[0].item(), rel=5e-2) and losses[1].item() != losses[0].item()
 
 
-def test_bf16_finetuning_resumes_and_records_its_precision(tmp_path):
+def test_bf16_finetuning_resumes_and_records_its_precision(tmp_path, signal_after_save):
     C.convert_task("solubility", "embedded", C.embedded_raw("solubility", EMB), tmp_path / "data", 0, max_train=48)
     train = {"lr": 3e-3, "batch_size": 16, "eval_batch_size": 64, "max_epochs": 2, "patience": -1,
              "lambda_mlm": 0.3, "lambda_task": 0.7, "max_pred": 10, "max_dev": 30, "precision": "bf16"}
@@ -124,7 +129,11 @@ def test_bf16_finetuning_resumes_and_records_its_precision(tmp_path):
         finetune("solubility", tmp_path / "data", 0, hparams, out / "state", out / "model.pt", out / "curve.csv")
 
     tune(tmp_path / "straight", hp)
-    tune(tmp_path / "resumed", {**hp, "train": {**train, "max_epochs": 1}})
+    signal_after_save(1)  # SIGTERM after the first save (end of epoch 1)
+    with pytest.raises(SystemExit):
+        tune(tmp_path / "resumed", hp)
+    signal_after_save(0)
+    assert torch.load(tmp_path / "resumed/state/last.pt", weights_only=True)["payload"]["st"]["epoch"] == 1
     tune(tmp_path / "resumed", hp)
     a, b = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("straight", "resumed"))
     assert all(v.dtype == torch.float32 and torch.equal(v, b[k]) for k, v in a.items())

@@ -15,23 +15,23 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from golden_set import GOLDEN, pretrain_hparams, rnn_kwargs
 
 from plus.models import PlusRNN
 from plus.train.common import build_optimizer
 from plus.train.pretrain import forward_losses
 
-GOLDEN = Path(__file__).parent / "golden"
 ROOT = Path(__file__).parents[1]
-HP = {"lambda_mlm": 0.7, "lambda_sfp": 0.3, "mask_ratio": 0.15, "max_pred": 50, "lr": 1e-3,
-      "optimizer": "adam", "clip_grad_norm": 1.0}
+HP = pretrain_hparams()  # the recorded step's settings (golden pretrain_step.json run_config)
 
 
 def golden_step():
     d = np.load(GOLDEN / "pretrain_step_inputs.npz")
     cat = {k: torch.as_tensor(np.concatenate([d[f"{k}0"], d[f"{k}1"]]))
            for k in ("tokens", "lengths", "masked_pos", "masked_tokens", "masked_weights")}
-    batch = {**cat, "labels": torch.as_tensor(d["labels"][:, 0].astype(np.float32)), "n_pairs": 6}
-    model = PlusRNN(hidden_dim=32, num_layers=2, proj_dim=16, n_thresholds=1)
+    labels = d["labels"][:, 0].astype(np.float32)
+    batch = {**cat, "labels": torch.as_tensor(labels), "n_pairs": len(labels)}
+    model = PlusRNN(**rnn_kwargs())
     model.load_state_dict(torch.load(GOLDEN / "plus_rnn_sfp_state_dict.pt", weights_only=True))
     return model, batch, d
 
@@ -53,7 +53,7 @@ def test_golden_step_reference_loss_gradients_and_update(impl):
         g = d[f"grad__{name}"]
         np.testing.assert_allclose(p.grad.numpy(), g, atol=1e-7, rtol=1e-4, err_msg=name)
     opt, _, _ = build_optimizer(model, HP, 1, {})
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), HP["clip_grad_norm"])
     opt.step()
     after = torch.load(GOLDEN / "pretrain_step_state_dict_after.pt", weights_only=True)
     for name, p in model.state_dict().items():

@@ -1,7 +1,9 @@
 """Live SLURM: a single-node cluster on localhost (tests/slurm/start.sh, one fake GPU) runs a slice of the
 demo workflow through `snakemake --profile tests/slurm/profile`: pre-training of a tiny PLUS-RNN with a
-GPU request, killed at its 1-minute wall time and resumed on the retry, then one fine-tuning, its
-evaluation and the secstr table. Skips where SLURM cannot be installed (not root, no apt-get)."""
+GPU request, killed at its 1-minute wall time (SIGTERM: the state is saved at that step), resumed on the
+retry, stopped again by the warning signal USR1 (saved again) and resumed by the third attempt, then one
+fine-tuning, its evaluation and the secstr table. Skips where SLURM cannot be installed (not root, no
+apt-get)."""
 
 import csv
 import json
@@ -13,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,9 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "tests" / "slurm"
 PROFILE = HARNESS / "profile"
 RUN = "plus-rnn_tiny/plus/seed0"
-TRAIN_SECONDS = 90  # > the 1-minute limit + slurmctld's time-limit check period + job start-up
+TRAIN_SECONDS = 110  # > the 1-minute limit + slurmctld's time-limit check period + job start-up + attempt 2
 CALIBRATION_STEPS = 20
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
+SAVED = re.compile(r"(SIG\w+) arrived after step (\d+): saved at step (\d+) to \S+; exiting with status (\d+)")
+RESUMED = re.compile(r"resumed from \S+/last\.pt at step (\d+)")
 
 
 def tiny_config(max_steps: int, evals: int = 3) -> dict:
@@ -65,13 +70,47 @@ def pretrain_command(wd: Path, env: dict, config: dict, out: Path) -> list[str]:
     (wd / "tiny.yaml").write_text(yaml.safe_dump(config))
     log = check(snakemake(wd, env, "-n", "-p", "--nolock", f"results/pretrain/{RUN}/model.pt", limit=120),
                 "dry run")
-    line = next(ln for ln in log.splitlines() if ln.startswith("Shell command: plus pretrain "))
-    argv = shlex.split(line.removeprefix("Shell command: "))
+    line = next(ln for ln in log.splitlines() if ln.startswith("Shell command: exec plus pretrain "))
+    argv = shlex.split(line.removeprefix("Shell command: exec "))
     argv = argv[: argv.index(">")]
     for flag, name in [("--state-dir", "state"), ("--out-model", "model.pt"),
                        ("--out-metrics", "metrics.json"), ("--out-curve", "curve.csv")]:
         argv[argv.index(flag) + 1] = str(out / name)
     return argv
+
+
+class AttemptWatch(threading.Thread):
+    """Follows the pre-training rule log through the attempts (each attempt's shell truncates it) and keeps
+    the stop and resume lines of every attempt. Once attempt 2 has resumed and trained a few seconds, sends
+    its job steps USR1 (`scancel --signal=USR1`: every step, not the batch shell, as `--signal` without B:)."""
+
+    def __init__(self, log: Path, env: dict, usr1_after_s: float = 4.0):
+        super().__init__(daemon=True)
+        self.log, self.env, self.usr1_after_s = log, env, usr1_after_s
+        self.lines: list[tuple[int, str]] = []  # (attempt's log generation, line)
+        self.usr1: tuple[str, float] | None = None
+        self.done = threading.Event()
+
+    def run(self):
+        generation, previous, resumed_at = 0, "", None
+        while not self.done.is_set():
+            text = self.log.read_text() if self.log.exists() else ""
+            if text and not text.startswith(previous[:200]):
+                generation += 1  # a new attempt rewrote the log
+            previous = text or previous  # a just-truncated log: its new text shows the new attempt
+            for line in text.splitlines():
+                if (SAVED.search(line) or RESUMED.search(line)) and (generation, line) not in self.lines:
+                    self.lines.append((generation, line))
+                    if RESUMED.search(line) and resumed_at is None:
+                        resumed_at = time.monotonic()
+            if self.usr1 is None and resumed_at is not None and time.monotonic() - resumed_at > self.usr1_after_s:
+                queue = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"], env=self.env,
+                                       capture_output=True, text=True).stdout.split("\n")
+                running = [ln.split()[0] for ln in queue if "rule_pretrain" in ln]
+                if running:
+                    subprocess.run(["scancel", "--signal=USR1", running[0]], env=self.env, check=True)
+                    self.usr1 = (running[0], time.monotonic())
+            time.sleep(0.1)
 
 
 def curve_rows(path: Path) -> list[dict]:
@@ -132,12 +171,16 @@ def slice_run(cluster):
     ref = base / "reference"
     reference = subprocess.Popen(pretrain_command(wd, env, tiny_config(max_steps), ref), cwd=wd, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watch = AttemptWatch(wd / f"logs/pretrain/{RUN}.log", env)
+    watch.start()
     try:
-        second = check(snakemake(wd, env, *profile, "--verbose", "results/tables/secstr.csv", limit=900),
+        second = check(snakemake(wd, env, *profile, "--verbose", "results/tables/secstr.csv", limit=1200),
                        "SLURM run 2")
         _, ref_err = reference.communicate(timeout=900)
     finally:
+        watch.done.set()
         reference.kill()
+    watch.join()
     assert reference.returncode == 0, f"reference pre-training failed:\n{ref_err[-3000:]}"
     wall = time.monotonic() - t0
     timings["run 2"] = wall - timings["run 1"] - timings["calibration"]
@@ -148,7 +191,7 @@ def slice_run(cluster):
                            text=True).stdout.split("\n")
     states = {fields[0]: fields[1] for fields in (ln.split() for ln in queue) if fields}
     sbatch = [ln for ln in second.splitlines() if ln.startswith("sbatch call: ")]
-    resumed = re.findall(r"resumed from \S+ at step \d+", (wd / f"logs/pretrain/{RUN}.log").read_text())
+    resumed = [f"attempt log {g}: {line}" for g, line in watch.lines]
     trained = [r for r in curve_rows(ref / "curve.csv") if r["split"] == "train"][-1]["elapsed_s"]
     print(f"\nlive SLURM slice: {len(jobs)} SLURM jobs, {wall:.0f} s wall; pre-training {max_steps} steps "
           f"({per_step:.2f} s/step calibrated, {float(trained):.0f} s uninterrupted); "
@@ -158,7 +201,7 @@ def slice_run(cluster):
         if "rule_pretrain" in ln:
             print(re.sub(r' --wrap=".*', ' --wrap="..."', ln))
     return {"wd": wd, "ref": ref, "env": env, "jobs": jobs, "states": states, "sbatch": sbatch,
-            "max_steps": max_steps}
+            "max_steps": max_steps, "attempts": watch.lines, "usr1": watch.usr1}
 
 
 @pytest.mark.slurm
@@ -166,21 +209,22 @@ def test_jobs_went_through_sbatch(slice_run):
     jobs, states = slice_run["jobs"], slice_run["states"]
     rules = [rule for _, rule, _ in jobs]
     assert {"convert_task", "pfam_preprocess", "baseline_trivial"} <= set(rules)
-    assert [rules.count(r) for r in ("pretrain", "finetune", "evaluate", "task_table")] == [2, 1, 1, 1]
+    assert [rules.count(r) for r in ("pretrain", "finetune", "evaluate", "task_table")] == [3, 1, 1, 1]
     assert len({j for j, _, _ in jobs}) == len(jobs)
-    killed = min(j for j, rule, _ in jobs if rule == "pretrain")
+    killed, signalled, _ = sorted(j for j, rule, _ in jobs if rule == "pretrain")
     for jobid, rule, log in jobs:
         assert log.exists(), f"no SLURM log for job {jobid} ({rule})"
-        want = "TIMEOUT" if jobid == killed else "COMPLETED"
+        want = {killed: "TIMEOUT", signalled: "FAILED"}.get(jobid, "COMPLETED")  # FAILED: exit status 138
         assert states.get(str(jobid)) == want, f"SLURM job {jobid} ({rule}): {states.get(str(jobid))}"
 
 
 @pytest.mark.slurm
 def test_gpu_request_rendered_and_granted(slice_run):
     lines = [ln for ln in slice_run["sbatch"] if "--comment rule_pretrain" in ln]
-    assert len(lines) == 2
-    for ln, minutes in zip(lines, (1, 10), strict=True):
+    assert len(lines) == 3
+    for ln, minutes in zip(lines, (1, 10, 10), strict=True):
         assert re.search(rf" -t {minutes} --mem 1500 --cpus-per-gpu=1 .* --gpus=1 ", ln), ln
+        assert ("--signal=USR1@60" in ln) == (minutes == 10), ln  # the retries ask for the warning signal
     pretrain_ids = [j for j, rule, _ in slice_run["jobs"] if rule == "pretrain"]
     for jobid in pretrain_ids:
         shown = subprocess.run(["scontrol", "show", "job", str(jobid)], env=slice_run["env"],
@@ -191,14 +235,25 @@ def test_gpu_request_rendered_and_granted(slice_run):
 
 
 @pytest.mark.slurm
-def test_walltime_kill_then_resume(slice_run):
+def test_walltime_kill_and_warning_signal_save_and_the_retries_resume_there(slice_run):
+    """Attempt 1: SIGTERM at the time limit, saved at that step; attempt 2 resumes there; USR1 (what
+    `--signal=USR1@N` sends) saves again; attempt 3 resumes at that step. No step is lost to a periodic save."""
     wd, max_steps = slice_run["wd"], slice_run["max_steps"]
-    first_log = next(log for j, rule, log in slice_run["jobs"] if rule == "pretrain")
+    first_log = next(log for j, rule, log in sorted(slice_run["jobs"]) if rule == "pretrain")
     assert "DUE TO TIME LIMIT" in first_log.read_text()
-    found = re.search(r"resumed from \S+ at step (\d+)", (wd / f"logs/pretrain/{RUN}.log").read_text())
-    assert found, "the retry did not resume"
-    resumed = int(found.group(1))
-    assert 0 < resumed < max_steps, f"resumed at step {resumed} of {max_steps}: attempt 1 was not cut short"
+    attempts = slice_run["attempts"]
+    assert slice_run["usr1"], f"attempt 2 was never signalled: {attempts}"
+    saved = [(g, SAVED.search(line).groups()) for g, line in attempts if SAVED.search(line)]
+    resumed = [(g, int(RESUMED.search(line).group(1))) for g, line in attempts if RESUMED.search(line)]
+    assert [sig for _, (sig, *_rest) in saved] == ["SIGTERM", "SIGUSR1"], attempts
+    (g1, (_, arrived1, step1, status1)), (g2, (_, arrived2, step2, status2)) = saved
+    assert (status1, status2) == ("143", "138") and g1 < g2
+    for arrived, step in ((arrived1, step1), (arrived2, step2)):
+        assert int(step) - int(arrived) in (0, 1), attempts  # saved within one step of the signal
+    assert [step for _, step in resumed] == [int(step1), int(step2)], attempts  # each retry at the signalled step
+    assert resumed[0][0] == g2 and resumed[1][0] > g2, attempts  # attempt 2 resumed, then attempt 3
+    assert 0 < int(step1) < int(step2) < max_steps, attempts
+    resumed = int(step2)
     rows = curve_rows(wd / f"results/pretrain/{RUN}/curve.csv")
     for split in ("train", "val"):
         steps = [int(r["step"]) for r in rows if r["split"] == split]

@@ -3,6 +3,7 @@ end-to-end run of the whole chain on the embedded real data."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -177,8 +178,13 @@ def test_end_to_end_on_embedded_data(tmp_path):
     metrics = json.loads((results / "finetune/secstr/plus-rnn_tiny/plus/seed0/metrics.json").read_text())
     assert set(metrics["test_sets"]) == {"cb513", "ts115", "casp12"}
     assert 0 < metrics["test_sets"]["ts115"]["acc3"] <= 1
+    run_record = json.loads((results / "finetune/secstr/plus-rnn_tiny/plus/seed0/run.json").read_text())
+    assert metrics["run_fingerprint"] == run_record["run_fingerprint"] and metrics["model_sha256"]
     pre = json.loads((results / "pretrain/plus-rnn_tiny/plus/seed0/metrics.json").read_text())
     assert pre["provenance"]["torch"].startswith("2.")
+    assert pre["run_definition"]["inputs"]["corpus"] and len(pre["run_fingerprint"]) == 64
+    assert run_record["run_definition"]["inputs"]["pretrained"] == hashlib.sha256(
+        (results / "pretrain/plus-rnn_tiny/plus/seed0/model.pt").read_bytes()).hexdigest()
     prov = json.loads((results / "provenance.json").read_text())  # every job ran under the lock
     assert prov["environment"]["runs"] == len(prov["runs"]) > 2 * len(TASKS)
     assert prov["environment"]["lines"][1].startswith("Every run matches the lock")
@@ -204,4 +210,21 @@ def test_end_to_end_on_embedded_data(tmp_path):
     res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",
                     "-n", "--quiet", "all", cwd=wd)
     assert "Nothing to be done" in res.stdout + res.stderr
+    # a forced rerun of a finished pre-training retrains from step 0 and writes the same model, byte for byte
+    run = "plus-rnn_tiny/plus/seed0"
+    first = (results / f"pretrain/{run}/model.pt").read_bytes()
+    snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",
+              "--cores", "2", "-f", f"results/pretrain/{run}/model.pt", cwd=wd, timeout=900)
+    log = (wd / f"logs/pretrain/{run}.log").read_text()
+    assert "its run finished at step" in log and "starting fresh" in log and "resumed" not in log
+    assert (results / f"pretrain/{run}/model.pt").read_bytes() == first
+    # a changed setting (the issue's per-task lr) retrains the finished fine-tuning instead of reusing its state
+    (wd / "lr.yaml").write_text("finetune:\n  rnn:\n    tasks:\n      transmembrane: {lr: 1.0e-4}\n")
+    snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml", "lr.yaml",
+              "--cores", "2", f"results/finetune/transmembrane/{run}/model.pt", cwd=wd, timeout=900)
+    log = (wd / f"logs/finetune/transmembrane/{run}.log").read_text()
+    assert "saved by another run definition (changed: hparams.train.lr 0.002 -> 0.0001)" in log, log[-2000:]
+    assert "resumed" not in log
+    record = json.loads((results / f"finetune/transmembrane/{run}/run.json").read_text())
+    assert record["run_definition"]["hparams"]["train"]["lr"] == 1e-4
     shutil.rmtree(results / "state", ignore_errors=True)

@@ -86,11 +86,13 @@ def _add_finetune(sub):
     p.add_argument("--state-dir", required=True)
     p.add_argument("--out-model", required=True)
     p.add_argument("--out-curve", required=True)
+    p.add_argument("--out-run", default=None, help="run.json: the run's fingerprint and the model's sha256")
 
     def run(a):
         from plus.train.finetune import finetune
 
-        finetune(a.task, a.data, a.seed, a.hparams, a.state_dir, a.out_model, a.out_curve, a.pretrained)
+        finetune(a.task, a.data, a.seed, a.hparams, a.state_dir, a.out_model, a.out_curve, a.pretrained,
+                 out_run=a.out_run)
 
     p.set_defaults(func=run)
 
@@ -107,12 +109,13 @@ def _add_evaluate(sub):
     p.add_argument("--name", default="")
     p.add_argument("--ablation", default="")
     p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the 95 %% CIs")
+    p.add_argument("--run", default=None, help="run.json of `plus finetune --out-run`: recorded in metrics.json")
 
     def run(a):
         from plus.train.finetune import evaluate
 
         evaluate(a.task, a.data, a.model, a.seed, a.hparams, a.out_metrics, a.out_predictions,
-                 model_name=a.name, ablation=a.ablation, n_boot=a.bootstrap)
+                 model_name=a.name, ablation=a.ablation, n_boot=a.bootstrap, run_record=a.run)
 
     p.set_defaults(func=run)
 

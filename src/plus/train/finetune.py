@@ -5,10 +5,14 @@ forward pass feeds both losses), dev loss selects the model after each epoch, pa
 P-ELMo (spec §1.5, §3.1): the pre-trained LM is always frozen; homology trains the encoder and ordinal head
 (plus the contact-map head where the data has contact maps); every other task starts from the homology
 model of the same run, with LM and encoder frozen: only the MLP head trains (B17: frozen explicitly).
+Resumable state as in pre-training (common.StateFile: fingerprinted, saved on SIGTERM/SIGUSR1 too). The run's
+fingerprint goes to `run.json` beside model.pt, with the model's sha256; `plus evaluate` checks both and copies
+the fingerprint into metrics.json.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
@@ -21,24 +25,31 @@ from torch import nn
 from plus.data.alphabet import encode
 from plus.data.contacts import ContactMaps
 from plus.data.tasks import load_manifest, read_split
-from plus.io import InputError, atomic_path, write_json
+from plus.io import InputError, atomic_path, read_json, write_json
 from plus.models import ContactHead, MLPHead, load_state_dict_reference
 from plus.models.plus_rnn import collate_rnn
 from plus.models.plus_tfm import tfm_pair_input, tfm_single_input
 from plus.tasks import metrics as M
 from plus.tasks.registry import SUPPORTED, Task, get_task
 from plus.train.common import (
+    Interrupted,
+    Preemption,
     Runtime,
     StateFile,
     autocast,
     build_encoder,
     build_lm,
     check_compatible,
+    check_optimizer,
+    check_tensors,
     eval_batches,
+    file_digest,
+    fingerprint,
     load_checkpoint,
+    require,
+    run_definition,
     save_model,
     seed_everything,
-    set_rng_state,
     write_curve,
 )
 from plus.train.homology_sampler import HomologySampler
@@ -236,9 +247,11 @@ def _to(batch, device):
 
 # ------------------------------------------------------------------ inference
 @torch.no_grad()
-def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0, contacts=None):
+def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0, contacts=None,
+            stop: Preemption | None = None):
     """Per-example outputs (numpy) of unmasked inputs, plus the dev loss (task and, with `contacts`, contact
-    maps on clean input, MLM on masked input, lambda-weighted) when `with_loss`."""
+    maps on clean input, MLM on masked input, lambda-weighted) when `with_loss`. With `stop`: Interrupted
+    between batches once a stop signal arrived."""
     model.eval()
     task, family = model.task, model.family
     recs, owner = chunk_records(task, family, records, model.max_len)
@@ -249,6 +262,8 @@ def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0, 
     rng = np.random.default_rng([seed, 104729])
     precision = hp.get("precision", "fp32")
     for idx in eval_batches(size, hp.get("eval_batch_size", 64)):
+        if stop is not None:
+            stop.check()
         chunk = [recs[i] for i in idx]
         batch = _to(make_batch(task, family, chunk, rng, hp, model.max_len, mask=False,
                                contacts=contacts if with_loss else None), device)
@@ -375,11 +390,38 @@ def homology_contacts(task: Task, family: str, data_dir, manifest, hp, domains) 
     return contacts
 
 
+def data_identity(data_dir, manifest: dict, contacts: ContactMaps | None = None) -> dict:
+    """sha256 of what fine-tuning reads from a converted task directory: the manifest, the train and dev split
+    files and, when used, the contact maps."""
+    ident = {"manifest": file_digest(f"{data_dir}/manifest.json"),
+             **{split: file_digest(f"{data_dir}/{manifest['splits'][split]}") for split in ("train", "dev")}}
+    if contacts is not None:
+        listing = "".join(f"{key}\0{file_digest(path)}\n" for key, path in sorted(contacts.paths.items()))
+        ident["contact_maps"] = hashlib.sha256(listing.encode()).hexdigest()
+    return ident
+
+
+def finetune_definition(task_name, data_dir, manifest, seed, hparams, pretrained=None, contacts=None) -> dict:
+    return run_definition(f"finetune {task_name}", seed, hparams,
+                          {"data": data_identity(data_dir, manifest, contacts),
+                           "pretrained": file_digest(pretrained) if pretrained else None})
+
+
 def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve, pretrained=None,
-             progress=True) -> None:
+             progress=True, out_run=None) -> None:
+    stop = Preemption()  # from the start: a signal during set-up stops the run after its first batch
+    try:
+        _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve, pretrained, out_run, stop)
+    finally:
+        stop.close()
+
+
+def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve, pretrained, out_run,
+              stop: Preemption) -> None:
     task = get_task(task_name)
     manifest = load_manifest(data_dir)
     rt = Runtime(hparams.get("allow_cpu", False), hparams.get("threads"))
+    stop.rt = rt
     hp, fidelity = hparams["train"], hparams.get("fidelity", {})
     seed_everything(seed)
     train_recs = read_split(data_dir, manifest["splits"]["train"], manifest)
@@ -393,19 +435,51 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
         train_recs, _ = chunk_records(task, model.family, train_recs, model.max_len)
         train_size = [len(r[1]) for r in train_recs]
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=hp["lr"])  # B17: frozen stay out
-    state_file = StateFile(state_dir, hparams.get("save_every_minutes", 10), hparams.get("save_every_steps"))
+    definition = finetune_definition(task_name, data_dir, manifest, seed, hparams, pretrained, contacts)
+    state_file = StateFile(state_dir, hparams.get("save_every_minutes", 10), hparams.get("save_every_steps"),
+                           definition, rt)
     st = {"epoch": 0, "batch": 0, "best": math.inf, "best_epoch": -1, "bad": 0, "curve": [], "best_state": None,
           "train_loss": 0.0, "train_n": 0}
-    saved = state_file.load()
+
+    def check(saved):
+        require(isinstance(saved, dict) and {"model", "optimizer", "st"} <= saved.keys(), "missing keys")
+        check_tensors(saved["model"], model.state_dict(), "model")
+        check_optimizer(saved["optimizer"], opt)
+        got = saved["st"]
+        require(isinstance(got, dict) and got.keys() == st.keys(), "progress record: other keys")
+        require(isinstance(got["epoch"], int) and 0 <= got["epoch"] <= hp["max_epochs"]
+                and isinstance(got["batch"], int) and got["batch"] >= 0 and isinstance(got["curve"], list),
+                f"progress record: epoch {got['epoch']!r} batch {got['batch']!r}")
+        if got["best_state"] is not None:
+            check_tensors(got["best_state"], model.state_dict(), "best model")
+
+    saved = state_file.load(check)
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         st = saved["st"]
-        set_rng_state(saved["rng"])
-        print(f"resumed from {state_file.path} at epoch {st['epoch']} batch {st['batch']}", file=sys.stderr)
+        print(f"resumed from {state_file.loaded_from} at epoch {st['epoch']} batch {st['batch']}", file=sys.stderr,
+              flush=True)
+    saved_at = (st["epoch"], st["batch"]) if saved is not None else None
+
+    def position():
+        return f"epoch {st['epoch']} batch {st['batch']}"
+
+    def save():
+        nonlocal saved_at
+        state_file.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "st": st}, position())
+        saved_at = (st["epoch"], st["batch"])
+
+    def stop_now():
+        if saved_at != (st["epoch"], st["batch"]):
+            save()
+        rt.close()
+        stop.exit(position(), state_file.path)
+
     t0 = time.monotonic() - (st["curve"][-1]["elapsed_s"] if st["curve"] else 0.0)
     patience, bs = hp.get("patience", 3), hp["batch_size"]
     shuffle = task.name != "secstr"  # the reference's SecStr loader is not shuffled
+    stop.progress = position()
     while st["epoch"] < hp["max_epochs"] and (patience < 0 or st["bad"] < patience):
         ep = st["epoch"]
         rng_ep = np.random.default_rng([seed, ep])
@@ -440,9 +514,16 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
             st["train_loss"] += loss.item() * batch["n_pairs"]
             st["train_n"] += batch["n_pairs"]
             st["batch"] = b + 1
+            stop.progress = position()
             if state_file.due(b + 1) and b + 1 < n_batches:
-                state_file.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "st": st})
-        dev_out, dev_loss = predict(model, dev_recs, hp, rt.device, with_loss=True, seed=seed, contacts=contacts)
+                save()
+            if stop.requested():
+                stop_now()
+        try:  # a stop signal here saves the epoch's training; the retry starts with this dev evaluation
+            dev_out, dev_loss = predict(model, dev_recs, hp, rt.device, with_loss=True, seed=seed, contacts=contacts,
+                                        stop=stop)
+        except Interrupted:
+            stop_now()
         row = {"epoch": ep + 1, "train_loss": st["train_loss"] / max(st["train_n"], 1), "dev_loss": dev_loss}
         dev_metrics = task.metrics(dev_out, targets_of(task, dev_recs), fidelity)
         row.update({f"dev_{k}": v for k, v in dev_metrics.items() if isinstance(v, float)})
@@ -456,19 +537,52 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
         else:
             st["bad"] += 1
         st.update(epoch=ep + 1, batch=0, train_loss=0.0, train_n=0)
-        state_file.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "st": st})
+        stop.progress = position()
+        save()
+        if stop.requested():
+            stop_now()
     save_model(out_model, st["best_state"])
     write_curve(out_curve, st["curve"])
+    if out_run is not None:
+        write_json(out_run, {"run_fingerprint": state_file.fingerprint, "run_definition": definition,
+                             "model_sha256": file_digest(out_model), "epochs": st["epoch"],
+                             "best_epoch": st["best_epoch"]})
+    state_file.finish(position())
     rt.close()
+
+
+def check_run_record(path, model_path, task_name, data_dir, manifest, seed, hparams) -> dict:
+    """The fine-tuning record `run.json` of `model_path`, checked: it names this very model file (sha256) and
+    the settings and task data this evaluation uses; what metrics.json then states about the run is true."""
+    run = read_json(path)
+    if not isinstance(run, dict) or not {"run_fingerprint", "run_definition", "model_sha256"} <= run.keys():
+        raise InputError(f"{path}: not a fine-tuning run record (run.json)")
+    if run["model_sha256"] != file_digest(model_path):
+        raise InputError(f"{path}: records another model than {model_path} (sha256 differs): rerun the fine-tuning")
+    definition = run["run_definition"]
+    if fingerprint(definition) != run["run_fingerprint"]:
+        raise InputError(f"{path}: the fingerprint does not match the recorded run definition")
+    ours = run_definition(f"finetune {task_name}", seed, hparams, {})
+    for key in ("job", "seed", "hparams"):
+        if definition.get(key) != ours[key]:
+            raise InputError(f"{path}: {model_path} was trained with other settings than this evaluation's "
+                             f"({key} differs): rerun the fine-tuning")
+    if definition["inputs"]["data"]["manifest"] != file_digest(f"{data_dir}/manifest.json"):
+        raise InputError(f"{path}: {model_path} was trained on other task data than {data_dir}")
+    return run
 
 
 # ------------------------------------------------------------------ evaluation
 def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_predictions,
-             model_name="", ablation="", n_boot=500) -> dict:
+             model_name="", ablation="", n_boot=500, run_record=None) -> dict:
+    """Every test set of a task; with `run_record` (the fine-tuning's run.json), metrics.json records the
+    fingerprint of the run that trained the model (checked against the model and this evaluation first)."""
     from plus.report.provenance import collect_provenance
 
     task = get_task(task_name)
     manifest = load_manifest(data_dir)
+    run = check_run_record(run_record, model_path, task_name, data_dir, manifest, seed, hparams) \
+        if run_record else None
     rt = Runtime(hparams.get("allow_cpu", False), hparams.get("threads"))
     hp, fidelity = hparams["train"], hparams.get("fidelity", {})
     state = load_checkpoint(model_path)
@@ -500,6 +614,9 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
     metrics = {"task": task_name, "model": model_name, "ablation": ablation, "seed": seed,
                "test_sets": results, "dev": task.report(dev_metrics),
                "dev_loss": dev_loss, "precision": hp.get("precision", "fp32"),
+               "run_fingerprint": run["run_fingerprint"] if run else None,
+               "run_definition": run["run_definition"] if run else None,
+               "model_sha256": run["model_sha256"] if run else file_digest(model_path),
                "provenance": collect_provenance(seed=seed, hparams=hparams)}
     if model.family == "pelmo":
         metrics["pelmo"] = pelmo_notes(task, contact, hp)

@@ -2,8 +2,9 @@
 family, the bidirectional language model (1.0 x LM NLL on single sequences, evaluated on held-out FASTA).
 
 Resumable: the state (model, optimiser, scheduler, step, sampler position, best model, curve, RNGs) is
-saved atomically under --state-dir every few minutes; a restarted job continues from it and produces
-the same final model as an uninterrupted run. Declared outputs are written once, at the end.
+saved atomically under --state-dir every few minutes and on SIGTERM/SIGUSR1 (then the job exits non-zero);
+a restarted job of the same run definition (fingerprint) continues from it and produces the same final model
+as an uninterrupted run. Declared outputs are written once, at the end (metrics.json records the fingerprint).
 Multi-GPU: launched by torchrun, each rank takes every world-th batch; rank 0 writes.
 Mixed precision (`precision: bf16`): forward passes and losses under bfloat16 autocast; weights and optimiser
 stay float32 and bf16 needs no gradient scaler, so the state has no AMP scaler.
@@ -22,16 +23,22 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from plus.io import write_json
 from plus.train.common import (
+    Interrupted,
+    Preemption,
     Runtime,
     StateFile,
     autocast,
     build_encoder,
     build_lm,
     build_optimizer,
+    check_optimizer,
+    check_tensors,
     eval_batches,
+    file_digest,
+    require,
+    run_definition,
     save_model,
     seed_everything,
-    set_rng_state,
     unwrap,
     write_curve,
 )
@@ -227,12 +234,15 @@ def read_heldout_tokens(path, limit=None, seed=0):
 
 
 @torch.no_grad()
-def evaluate_lm(model, seqs, hp, device):
-    """P-ELMo LM loss and accuracy over every residue of held-out sequences (batches of similar lengths)."""
+def evaluate_lm(model, seqs, hp, device, stop: Preemption | None = None):
+    """P-ELMo LM loss and accuracy over every residue of held-out sequences (batches of similar lengths);
+    with `stop`, Interrupted between batches once a stop signal arrived."""
     model.eval()
     size = [len(s) for s in seqs]
     nll, correct, n = 0.0, 0, 0
     for idx in eval_batches(size, hp.get("eval_batch_size", 128)):
+        if stop is not None:
+            stop.check()
         r = forward_losses(model, lm_batch([seqs[j] for j in idx]), "pelmo", hp, {}, device, False)
         nll += float(r["lm_loss"]) * r["lm_n"]
         correct += r["lm_correct"]
@@ -254,8 +264,9 @@ def read_pair_tokens(path, limit=None):
 
 
 @torch.no_grad()
-def evaluate_pairs(model, pairs, family, hp, fidelity, device, max_len, seed=0):
-    """SFP on unmasked inputs, MLM on masked inputs (fixed masking seed), as the reference evaluates."""
+def evaluate_pairs(model, pairs, family, hp, fidelity, device, max_len, seed=0, stop: Preemption | None = None):
+    """SFP on unmasked inputs, MLM on masked inputs (fixed masking seed), as the reference evaluates; with
+    `stop`, Interrupted between batches once a stop signal arrived."""
     model.eval()
     seqs_a, seqs_b, labels = pairs
     bs = hp.get("eval_batch_size", 256)
@@ -264,6 +275,8 @@ def evaluate_pairs(model, pairs, family, hp, fidelity, device, max_len, seed=0):
     rng = np.random.default_rng([seed, 7919])
     size = [max(len(a), len(b)) for a, b in zip(seqs_a, seqs_b, strict=True)]
     for idx in eval_batches(size, bs):
+        if stop is not None:
+            stop.check()
         a, b, lab = [seqs_a[i] for i in idx], [seqs_b[i] for i in idx], [labels[i] for i in idx]
         clean = make_batch(family, a, b, lab, rng, hp, max_len, mask=False)
         r = forward_losses(model, clean, family, hp, fidelity, device, False, want_mlm=False)
@@ -296,9 +309,20 @@ def evaluate_pairs(model, pairs, family, hp, fidelity, device, max_len, seed=0):
 # ------------------------------------------------------------------ main loop
 def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_metrics, out_curve,
              model_name: str = "", ablation: str = "", progress: bool = True) -> dict:
+    stop = Preemption()  # from the start: a signal during set-up stops the run at its first step
+    try:
+        return _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_curve, model_name,
+                         ablation, progress, stop)
+    finally:
+        stop.close()
+
+
+def _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_curve, model_name, ablation,
+              progress, stop: Preemption) -> dict:
     from plus.data.pfam import PfamCorpus
 
     rt = Runtime(hparams.get("allow_cpu", False), hparams.get("threads"))
+    stop.rt = rt
     hp, fidelity, model_cfg = hparams["train"], hparams.get("fidelity", {}), hparams["model"]
     family = model_cfg["family"]
     max_len = model_cfg.get("max_len") if family == "tfm" else None
@@ -317,15 +341,15 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
         test_set = read_heldout_tokens(f"{corpus_dir}/test.fa", hp.get("max_eval_seqs"), seed)
         val_set = test_set if on_test else read_heldout_tokens(f"{corpus_dir}/val.fa", hp.get("max_eval_seqs"), seed)
 
-        def evaluate(data):
-            return evaluate_lm(model, data, hp, rt.device)
+        def evaluate(data, stop=None):
+            return evaluate_lm(model, data, hp, rt.device, stop)
     else:
         select_file = "test_pairs.tsv" if on_test else "val_pairs.tsv"
         val_set = read_pair_tokens(f"{corpus_dir}/{select_file}", hp.get("max_eval_pairs"))
         test_set = read_pair_tokens(f"{corpus_dir}/test_pairs.tsv", hp.get("max_eval_pairs"))
 
-        def evaluate(data):
-            return evaluate_pairs(model, data, family, hp, fidelity, rt.device, max_len, seed)
+        def evaluate(data, stop=None):
+            return evaluate_pairs(model, data, family, hp, fidelity, rt.device, max_len, seed, stop)
 
     model = (build_lm(model_cfg) if family == "pelmo" else build_encoder(model_cfg, fidelity)).to(rt.device)
     batches_per_epoch = math.ceil(n_train / hp["batch_size"])
@@ -338,27 +362,56 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
     if rt.world > 1:
         model = DDP(model, find_unused_parameters=family == "tfm" or (family == "rnn" and not (want_mlm and want_sfp)))
 
-    state_file = StateFile(state_dir, hparams.get("save_every_minutes", 10), hparams.get("save_every_steps"))
+    definition = run_definition("pretrain", seed, hparams, {"corpus": file_digest(f"{corpus_dir}/stats.json")},
+                                rt.world)
+    state_file = StateFile(state_dir, hparams.get("save_every_minutes", 10), hparams.get("save_every_steps"),
+                           definition, rt)
+    heads = ("lm",) if family == "pelmo" else ("mlm", "sfp")  # the curve's loss/accuracy columns
     step, curve, best = 0, [], {"loss": math.inf, "step": 0, "state": None, "val": None}
-    saved = state_file.load()
+    running = {k: [] for k in ("loss", *heads)}  # training losses/accuracies since the last curve row
+    eval_pending = False  # the state was saved on a signal that interrupted the evaluation at its step
+
+    def check(saved):
+        require(isinstance(saved, dict) and {"model", "optimizer", "scheduler", "step", "curve", "best",
+                                             "running", "eval_pending"} <= saved.keys(), "missing keys")
+        net_state = unwrap(model).state_dict()
+        check_tensors(saved["model"], net_state, "model")
+        check_optimizer(saved["optimizer"], opt)
+        require((saved["scheduler"] is None) == (sched is None), "scheduler")
+        require(isinstance(saved["step"], int) and 0 <= saved["step"] <= total_steps, f"step {saved['step']!r}")
+        require(isinstance(saved["curve"], list) and isinstance(saved["best"], dict)
+                and {"loss", "step", "state", "val"} <= saved["best"].keys(), "curve or best model")
+        require(isinstance(saved["running"], dict) and saved["running"].keys() == running.keys(), "running means")
+        if saved["best"]["state"] is not None:
+            check_tensors(saved["best"]["state"], net_state, "best model")
+
+    saved = state_file.load(check)
     if saved is not None:
         unwrap(model).load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
-        if sched is not None and saved.get("scheduler"):
+        if sched is not None:
             sched.load_state_dict(saved["scheduler"])
-        step, curve, best = saved["step"], saved["curve"], saved["best"]
-        set_rng_state(saved["rng"])
-        print(f"resumed from {state_file.path} at step {step}", file=sys.stderr)
+        step, curve, best, eval_pending = saved["step"], saved["curve"], saved["best"], saved["eval_pending"]
+        running = saved["running"]
+        print(f"resumed from {state_file.loaded_from} at step {step}", file=sys.stderr, flush=True)
 
-    def snapshot():
+    def snapshot(pending=False):
         return {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else None,
-                "step": step, "curve": curve, "best": best}
+                "step": step, "curve": curve, "best": best, "running": running, "eval_pending": pending}
 
-    heads = ("lm",) if family == "pelmo" else ("mlm", "sfp")  # the curve's loss/accuracy columns
+    saved_at = step if saved is not None else None
 
-    def run_eval():
-        val = evaluate(val_set)
+    def stop_now(pending=False):
+        if rt.is_main and (pending or saved_at != step):
+            state_file.save(snapshot(pending), f"step {step}")
+        rt.barrier()
+        bar.close()
+        rt.close()
+        stop.exit(f"step {step}", state_file.path)
+
+    def run_eval(interruptible=True):
+        val = evaluate(val_set, stop if interruptible else None)
         curve.append({"step": step, "split": "val", "loss": val["loss"],
                       **{f"{k}_loss": val[f"{k}_loss"] for k in heads}, **{f"{k}_acc": val[f"{k}_acc"] for k in heads},
                       "lr": opt.param_groups[0]["lr"], "elapsed_s": time.monotonic() - t0})
@@ -371,7 +424,13 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
     t0 = time.monotonic()
     model.train()
     bar = _progress(total_steps, step, progress and rt.is_main)
-    running = {k: [] for k in ("loss", *heads)}
+    stop.progress = f"step {step}"
+    if eval_pending:
+        try:
+            run_eval()
+        except Interrupted:
+            stop_now(pending=True)
+        model.train()
     while step < total_steps:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         anchors = np.random.default_rng([seed, epoch]).permutation(n_train)
@@ -395,6 +454,7 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
                 with torch.no_grad():
                     unwrap(model).ordinal_weight.clamp_(min=0)  # B3 fixed: in-place clamp
             step += 1
+            stop.progress = f"step {step}"
             running["loss"].append(r["loss"].item())
             for k in heads:
                 if f"{k}_loss" in r:
@@ -406,9 +466,16 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
                               "lr": opt.param_groups[0]["lr"], "elapsed_s": time.monotonic() - t0})
                 running = {k: [] for k in running}
             if step % hp["eval_every"] == 0 or step == total_steps:
-                run_eval()
+                try:
+                    run_eval()
+                except Interrupted:
+                    stop_now(pending=True)
+                model.train()
             if rt.is_main and (state_file.due(step) or step == total_steps):
-                state_file.save(snapshot())
+                state_file.save(snapshot(), f"step {step}")
+                saved_at = step
+            if stop.requested():
+                stop_now()
             if step >= total_steps:
                 break
     bar.close()
@@ -417,7 +484,7 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
     result = {}
     if rt.is_main:
         if best["state"] is None:
-            run_eval()
+            run_eval(interruptible=False)
         net = unwrap(model)
         net.load_state_dict(best["state"])
         test = evaluate(test_set)
@@ -432,6 +499,7 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
             "n_train_sequences": n_train, "n_families": int(index.n_families),
             "train_time_s": curve[-1]["elapsed_s"] if curve else 0.0,
             "world_size": rt.world, "ranks_in_sync": in_sync, "precision": hp.get("precision", "fp32"),
+            "run_fingerprint": state_file.fingerprint, "run_definition": definition,
         }
         from plus.report.provenance import collect_provenance
 
@@ -439,6 +507,7 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
         save_model(out_model, best["state"])
         write_curve(out_curve, curve)
         write_json(out_metrics, result)
+        state_file.finish(f"step {step}")
     rt.barrier()
     rt.close()
     return result
