@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+from threadpoolctl import threadpool_limits
 
 from plus.io import InputError, atomic_write, read_json
 from plus.report.tables import EFFECT_METRICS, HEADLINE, headline_test_set, html_page, read_run_metrics
