@@ -23,7 +23,9 @@ rule pretrain:
     threads: 2
     resources:
         gpu=gpus,
-        cpus_per_gpu=4,
+        # the training process plus its DataLoader workers (pretrain.<family>.num_workers); one worker
+        # delivers the projected A100 rate (README "Paper scale", benchmarks/paper_scale.py)
+        cpus_per_gpu=lambda wc: 1 + config["pretrain"][family(wc.model)].get("num_workers", 0),
         tasks_per_gpu=0,
         mem_mb=32000,
         runtime=runtime_minutes(24 * 60),

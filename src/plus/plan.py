@@ -153,8 +153,8 @@ def plan(config: dict, configfiles: list[Path], workdir: Path, snakefile: Path, 
             priced = price_job(job, config, workdir, gpu, efficiency)
             row.update(params=priced["params"], flops_per_token=round(priced["flops_per_token"]))
             row["tokens"] += priced["tokens"]
-            row["gpu_hours"] += priced["gpu_hours"] * int(res["gpu"])
-            row["max_job_hours"] = max(row["max_job_hours"], priced["gpu_hours"])
+            row["gpu_hours"] += priced["gpu_hours"]  # the same work on more GPUs: the same GPU-hours, ideally
+            row["max_job_hours"] = max(row["max_job_hours"], priced["gpu_hours"] / int(res["gpu"]))  # wall
     out = []
     for row in sorted(rows.values(), key=lambda r: (r["params"] == "", r["job_class"])):
         # runtime is base x attempt (rules/common.smk runtime_minutes); every attempt resumes from the state
