@@ -189,7 +189,7 @@ def paper_hparams(model: str, steps: int, eval_pairs: int, threads: int) -> dict
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg = config["models"][MODELS[model]]
     train = dict(config["pretrain"][cfg["family"]])
-    train.update(max_steps=steps, max_eval_pairs=eval_pairs, eval_every=10**9)
+    train.update(max_steps=steps, max_eval_pairs=eval_pairs, eval_every=10**9, log_every=1)  # a curve row per step
     return {"model": {k: v for k, v in cfg.items() if k not in ("heads", "label")}, "train": train,
             "fidelity": {}, "save_every_minutes": 10**6, "allow_cpu": True, "threads": threads}
 
@@ -204,11 +204,20 @@ def measured_run(corpus: Path, out: Path, hparams: dict) -> dict:
     steps = hparams["train"]["max_steps"]
     per_step = [round(max([s["rss"] for s in w.samples if s["step"] == k] or [0])) for k in range(steps)]
     peak = max(w.samples, key=lambda s: s["rss"])
-    before = [s for s in w.samples if s["step"] == 0]
-    times = [w.step_times[k] for k in sorted(w.step_times)]
+    import csv
+
+    with open(out / "curve.csv") as fh:  # elapsed_s of every step (log_every 1), from the training process
+        times = [0.0] + [float(r["elapsed_s"]) for r in csv.DictReader(fh) if r["split"] == "train"]
     return {"samples": w.samples, "per_step_rss_mb": per_step, "peak_rss_mb": round(max(s["hwm"] for s in w.samples)),
-            "peak_split": peak, "step_s": np.diff(times).tolist() if len(times) > 1 else [],
-            "start_anon_mb": min(s["anon"] for s in before) if before else None, "wall_s": w.samples[-1]["t"]}
+            "peak_split": peak, "step_s": np.diff(times).tolist(), "start_anon_mb": bare_process_anon_mb(),
+            "wall_s": w.samples[-1]["t"]}
+
+
+def bare_process_anon_mb() -> float:
+    """Anonymous resident MB of a process that has imported torch and the training code, before any model."""
+    code = ("import plus.train.pretrain, re; print(re.search(r'RssAnon:\\s+(\\d+)', "
+            "open('/proc/self/status').read()).group(1))")
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) / 1024
 
 
 def resume_run(corpus: Path, out: Path, hparams: dict) -> tuple[bool, float, float]:
@@ -364,7 +373,7 @@ def main() -> None:
             "other_file_mappings": round(split["file"] - split["corpus"]),  # shared libraries (torch...)
             "model_optimizer": round(model_opt_mb),
             "activations_allocator": round(split["anon"] - model_opt_mb - (run["start_anon_mb"] or 0)),
-            "process_before_model": round(run["start_anon_mb"] or 0),
+            "process_before_model": round(run["start_anon_mb"]),  # torch + plus imported, no model
         }
         # a GPU job's host memory: everything but activations (they live on the GPU); the model and optimiser
         # live on the GPU too, but the state save copies them to the host
