@@ -23,9 +23,17 @@ rule pretrain:
     threads: 2
     resources:
         gpu=gpus,
-        cpus_per_gpu=4,
+        # the training process plus its DataLoader workers (pretrain.<family>.num_workers, sized from the
+        # measured pairs/s of one worker against the projected A100 rate: README "Paper scale")
+        cpus_per_gpu=lambda wc: 1 + config["pretrain"][family(wc.model)].get("num_workers", 0),
         tasks_per_gpu=0,
-        mem_mb=32000,
+        # host memory of a GPU job (activations live on the GPU): measured at BASE, 1 M records
+        # (benchmarks/paper_scale.py): 277 MB libraries + 145 MB interpreter/torch + 228 MB model and
+        # optimiser; at 14.7 M sequences the index arrays add ~0.5 GB (8 B x 4 per sequence), the corpus
+        # is memory-mapped (0 MB resident after the steps: only touched pages); state copies on save
+        # (179 MB BASE, ~4x LARGE, ~6x TFM by parameters), each DataLoader worker a forked copy, plus the
+        # CUDA context (a few GB, not measured here): ~6 GB for LARGE/TFM, 16 GB leaves 2.5x margin
+        mem_mb=16000,
         runtime=runtime_minutes(24 * 60),
     params:
         corpus=lambda wc, input: str(Path(input.corpus).parent),

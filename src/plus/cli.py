@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from plus import __version__, environment
+from plus import __version__, environment, plan
 from plus.io import InputError
 
 
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     leakage.add_parser(sub)
     report_cli.add_parser(sub)
     environment.add_parser(sub)
+    plan.add_parser(sub)
     return parser
 
 
