@@ -1,7 +1,7 @@
 """Cost of the ablation-effects bootstrap (plus.report.effects) per task at paper-scale test-set sizes.
 
 Builds one synthetic run per task with the paper's test-set size (random outputs in each task's output layout)
-and times ``bootstrap_draws`` on it: every metric of EFFECT_METRICS recomputed on each resample (homology refits
+and times ``bootstrap_draws`` on it: every metric of the task's `effects` recomputed on each resample (homology refits
 its level cut-offs), residue tasks through their per-protein sums. Prints one JSON line per task: n_units,
 s_per_resample, s_per_run (resamples x s_per_resample, one test set) and the one-off setup seconds, plus
 load_avg_1min to judge timings taken on a shared machine.
@@ -20,7 +20,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from plus.report.effects import RunPredictions, TestSetPredictions, bootstrap_draws
-from plus.report.tables import EFFECT_METRICS
 from plus.tasks.registry import TASKS
 
 # paper-scale test sets: units (pairs or proteins) and, for residue tasks, the mean protein length
@@ -55,12 +54,12 @@ def main() -> None:
     for name in a.tasks:
         run, task = synthetic_run(name, rng), TASKS[name]
         t0 = time.perf_counter()
-        bootstrap_draws(task, run, "test", EFFECT_METRICS[name], 1, 0)  # the one-off part (point, per-protein sums)
+        bootstrap_draws(task, run, "test", TASKS[name].effects, 1, 0)  # the one-off part (point, per-protein sums)
         setup = time.perf_counter() - t0
         t0 = time.perf_counter()
-        bootstrap_draws(task, run, "test", EFFECT_METRICS[name], a.resamples + 1, 0)
+        bootstrap_draws(task, run, "test", TASKS[name].effects, a.resamples + 1, 0)
         per = max(time.perf_counter() - t0 - setup, 0.0) / a.resamples
-        print(json.dumps({"task": name, "n_units": SIZES[name][0], "metrics": EFFECT_METRICS[name],
+        print(json.dumps({"task": name, "n_units": SIZES[name][0], "metrics": TASKS[name].effects,
                           "s_per_resample": round(per, 5), "setup_s": round(setup, 3),
                           "s_per_run": round(setup + a.full * per, 1), "resamples_timed": a.resamples,
                           "load_avg_1min": round(os.getloadavg()[0], 2)}), flush=True)

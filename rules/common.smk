@@ -8,7 +8,35 @@ from urllib.parse import urlparse
 
 from snakemake.utils import validate
 
+from plus.data.convert import DATA as TASK_DATA
+from plus.data.convert import embedded_raw
+from plus.tasks.registry import TASKS as TASK_REGISTRY
+
 validate(config, schema="../schemas/config.schema.yaml")
+
+
+def _check_task_names():
+    """Every task the config names is a task of the registry; `heads:` only for tasks with a configurable
+    head (the pair task's head is its ordinal SSA head). One line naming the key, before any job starts."""
+    known = ", ".join(TASK_REGISTRY)
+    named = [("tasks", t) for t in config["tasks"]]
+    for fam, settings in (config.get("finetune") or {}).items():
+        named += [(f"finetune: {fam}: tasks", t) for t in (settings or {}).get("tasks") or {}]
+    max_train = config.get("data", {}).get("max_train")
+    if isinstance(max_train, dict):
+        named += [("data: max_train", t) for t in max_train if t != "default"]
+    for bad_key, task in named:
+        if task not in TASK_REGISTRY:
+            raise ValueError(f"config: {bad_key}: unknown task {task!r} (known: {known})")
+    for model, spec in config["models"].items():
+        for task in spec.get("heads") or {}:
+            if task not in TASK_REGISTRY or TASK_REGISTRY[task].kind == "pair":
+                raise ValueError(
+                    f"config: models: {model}: heads: {task!r} is not a task with a configurable head"
+                )
+
+
+_check_task_names()
 
 # SLURM's warning signal (`--signal=USR1@N` in slurm/config.yaml) reaches every process of the job step: this
 # Snakemake process, the rule's shell and `plus`. Snakemake would die of it and end the step, orphaning or
@@ -20,6 +48,8 @@ except ValueError:  # not the main thread (Snakemake's API driven from a thread)
     pass
 
 TASKS = list(config["tasks"])
+# the task whose test domains the embedding picture shows (its registry entry's `embeddings`)
+EMBEDDING_TASK = next(name for name, task in TASK_REGISTRY.items() if task.embeddings)
 SEEDS = [int(s) for s in config["seeds"]]
 ABLATIONS = ["plus", "mlm_only", "sfp_only", "none", "corrected"]
 # P-ELMo's LM has no MLM or SFP loss to ablate, and a random frozen LM ("none") is not a published baseline
@@ -27,8 +57,9 @@ PELMO_ABLATIONS = ["plus", "corrected"]
 
 
 def _check_experiments():
-    """Every experiment names a defined model, with ablations its family supports; P-ELMo's other tasks
-    start from its homology model, so homology must be among the tasks. Fail before any job starts.
+    """Every experiment names a defined model, with ablations its family supports; P-ELMo's tasks that
+    start from the encoder fine-tuned on another task (homology) need that task among the tasks. Fail before
+    any job starts.
     """
     for exp in config["experiments"]:
         if exp["model"] not in config["models"]:
@@ -45,10 +76,11 @@ def _check_experiments():
                 f"{', '.join(PELMO_ABLATIONS)} only, not {', '.join(bad)}: its language model has no "
                 "MLM/SFP loss to ablate and a random frozen LM ('none') is no published baseline"
             )
-        if "homology" not in config["tasks"]:
+        needed = {TASK_REGISTRY[t].pelmo_encoder_task for t in config["tasks"]} - {None}
+        for base in sorted(needed - set(config["tasks"])):
             raise ValueError(
                 f"config: experiments: model {exp['model']!r} (family pelmo) fine-tunes its encoder on "
-                "homology and reuses it, frozen, for every other task: add homology to tasks:"
+                f"{base} and reuses it, frozen, for the other tasks: add {base} to tasks:"
             )
 
 
@@ -157,7 +189,7 @@ def max_len_flag(wildcards):
 
 
 def homology_pair_flags(wildcards):
-    if wildcards.task != "homology":
+    if TASK_REGISTRY[wildcards.task].kind != "pair":
         return ""
     pairs = config["data"].get("homology_pairs", {})
     if config["data"]["source"] == "canonical":
@@ -170,51 +202,6 @@ def homology_pair_flags(wildcards):
 
 
 EMBEDDED = "data/embedded"
-EMBEDDED_RAW = {
-    "homology": {
-        "id70": f"{EMBEDDED}/homology/Testdata_id70againstTrain.fasta.gz",
-        "id40": f"{EMBEDDED}/homology/Testdata_id40againstTrain.fasta.gz",
-        "id25": f"{EMBEDDED}/homology/Testdata_id25againstTrain.fasta.gz",
-    },
-    "solubility": {
-        "val_src": f"{EMBEDDED}/solubility/val_src.gz",
-        "val_tgt": f"{EMBEDDED}/solubility/val_tgt",
-        "test_src": f"{EMBEDDED}/solubility/test_src.gz",
-        "test_tgt": f"{EMBEDDED}/solubility/test_tgt",
-    },
-    "localization": {
-        "train_fasta": f"{EMBEDDED}/localization/deeploc_our_val_set.fasta.gz",
-        "test_fasta": f"{EMBEDDED}/localization/deeploc_test_set.fasta.gz",
-    },
-    "stability": {
-        "train_csv": f"{EMBEDDED}/stability/stability.train.csv.gz",
-        "valid_csv": f"{EMBEDDED}/stability/stability.valid.csv.gz",
-        "test_csv": f"{EMBEDDED}/stability/stability.test.csv.gz",
-    },
-    "fluorescence": {"valid_csv": f"{EMBEDDED}/fluorescence/fluorescence.valid.csv.gz"},
-    "secstr": {
-        "cb513_csv": f"{EMBEDDED}/secstr/netsurfp2_hhblits_csv/CB513_HHblits.csv.gz",
-        "ts115_csv": f"{EMBEDDED}/secstr/netsurfp2_hhblits_csv/TS115_HHblits.csv.gz",
-        "casp12_csv": f"{EMBEDDED}/secstr/netsurfp2_hhblits_csv/CASP12_HHblits.csv.gz",
-    },
-    "transmembrane": {"threeline": f"{EMBEDDED}/transmembrane/3D_struct_DB.3line.gz"},
-}
-# canonical converter key -> download artefact (config `downloads:`)
-CANONICAL_ARTEFACTS = {
-    "homology": {"archive": "scope"},
-    "solubility": {
-        f"{split}_{part}": f"deepsol_{split}_{part}"
-        for split in ("train", "val", "test")
-        for part in ("src", "tgt")
-    },
-    "localization": {"fasta": "deeploc"},
-    "stability": {"archive": "tape_stability"},
-    "fluorescence": {"archive": "tape_fluorescence"},
-    "secstr": {"archive": "tape_secondary_structure"},
-    "transmembrane": {"archive": "transmembrane"},
-}
-
-
 def download_path(artefact):
     return f"resources/downloads/{artefact}/{artefact_filename(config['downloads'][artefact])}"
 
@@ -244,8 +231,10 @@ def task_data(task, ablation="plus"):
 def task_raw(wildcards):
     """Raw inputs of one task's converter, as {KEY: path} (embedded files or canonical downloads)."""
     if config["data"]["source"] == "embedded":
-        return EMBEDDED_RAW[wildcards.task]
-    return {k: download_path(a) for k, a in CANONICAL_ARTEFACTS[wildcards.task].items()}
+        return {k: str(v) for k, v in embedded_raw(wildcards.task, EMBEDDED).items()}
+    return {
+        k: download_path(a) for k, a in TASK_DATA[wildcards.task].canonical_artefacts.items()
+    }
 
 
 def max_train_flag(wildcards):
@@ -263,7 +252,9 @@ def download_targets():
     if config["data"]["source"] != "canonical":
         targets = []
     else:
-        targets = [download_path(a) for t in TASKS for a in CANONICAL_ARTEFACTS[t].values()]
+        targets = [
+            download_path(a) for t in TASKS for a in TASK_DATA[t].canonical_artefacts.values()
+        ]
     if config["pfam"]["source"] == "download":
         targets.append(pfam_source())
     return sorted(set(targets))
@@ -313,12 +304,14 @@ def finetune_hparams(wildcards):
 
 
 def pretrained_model(wildcards):
-    """The starting weights: the pre-trained model; for P-ELMo's non-homology tasks, its homology model
-    (LM + encoder trained on SCOPe, as the reference's released P-ELMo encoder)."""
+    """The starting weights: the pre-trained model; for P-ELMo's tasks with a `pelmo_encoder_task`, its model
+    fine-tuned on that task (homology: LM + encoder trained on SCOPe, as the reference's released P-ELMo
+    encoder)."""
     if wildcards.ablation == "none":
         return []
-    if family(wildcards.model) == "pelmo" and wildcards.task != "homology":
-        return f"{finetune_dir('homology', wildcards.model, wildcards.ablation, wildcards.seed)}/model.pt"
+    base = TASK_REGISTRY[wildcards.task].pelmo_encoder_task
+    if family(wildcards.model) == "pelmo" and base:
+        return f"{finetune_dir(base, wildcards.model, wildcards.ablation, wildcards.seed)}/model.pt"
     return f"{pretrain_dir(wildcards.model, wildcards.ablation, wildcards.seed)}/model.pt"
 
 
@@ -360,7 +353,7 @@ def task_runs(task):
 
 
 def task_baselines(task):
-    names = [b for b in config.get("baselines", []) if b == "trivial" or task == "homology"]
+    names = [b for b in config.get("baselines", []) if b in TASK_REGISTRY[task].baselines]
     return [f"results/baselines/{task}/{b}/metrics.json" for b in names]
 
 
@@ -387,22 +380,22 @@ def published_files():
 def embedding_run(required=False):
     """The embedding picture's run: the first PLUS-RNN experiment with ablation `plus`, first seed."""
     runs = [(m, a) for m, a in EXPERIMENTS if family(m) == "rnn" and a == "plus"]
-    if runs and "homology" in TASKS:
+    if runs and EMBEDDING_TASK in TASKS:
         return (*runs[0], SEEDS[0])
     if required:
         raise ValueError(
-            "the embedding plot needs the homology task and a PLUS-RNN experiment (ablation plus)"
+            f"the embedding plot needs the {EMBEDDING_TASK} task and a PLUS-RNN experiment (ablation plus)"
         )
     return None
 
 
 def embedding_npz(wildcards):
-    return "results/embeddings/{}/{}/seed{}/homology_test.npz".format(*embedding_run(required=True))
+    return "results/embeddings/{}/{}/seed{}/{}_test.npz".format(*embedding_run(required=True), EMBEDDING_TASK)
 
 
 def embedding_title(wildcards):
     model, ablation, seed = embedding_run(required=True)
-    return f"{model_cfg(model).get('label', model)} ({ablation}, seed {seed}): mean-pooled h of the homology domains"
+    return f"{model_cfg(model).get('label', model)} ({ablation}, seed {seed}): mean-pooled h of the {EMBEDDING_TASK} domains"
 
 
 def all_outputs():

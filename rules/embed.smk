@@ -5,10 +5,10 @@
 
 rule embed:
     input:
-        data="results/data/homology/manifest.json",
+        data=f"results/data/{EMBEDDING_TASK}/manifest.json",
         model="results/pretrain/{model}/{ablation}/seed{seed}/model.pt",
     output:
-        npz="results/embeddings/{model}/{ablation}/seed{seed}/homology_test.npz",
+        npz=f"results/embeddings/{{model}}/{{ablation}}/seed{{seed}}/{EMBEDDING_TASK}_test.npz",
     log:
         "logs/embed/{model}/{ablation}/seed{seed}.log",
     benchmark:
@@ -39,7 +39,7 @@ rule embedding_plot:
             caption="../report/embeddings.rst",
             category="Plots",
             subcategory="embeddings",
-            labels={"task": "homology", "kind": "embeddings"},
+            labels={"task": EMBEDDING_TASK, "kind": "embeddings"},
         ),
         svg="results/plots/embeddings.svg",
     log:

@@ -79,11 +79,11 @@ rule baseline_trivial:
 
 rule baseline_phmmer:
     input:
-        data="results/data/homology/manifest.json",
+        data="results/data/{task}/manifest.json",
     output:
-        metrics="results/baselines/homology/phmmer/metrics.json",
+        metrics="results/baselines/{task}/phmmer/metrics.json",
     log:
-        "logs/baselines/homology_phmmer.log",
+        "logs/baselines/{task}_phmmer.log",
     conda:
         "../envs/plus.yaml"
     threads: 2
@@ -91,5 +91,5 @@ rule baseline_phmmer:
         data=lambda wc, input: str(Path(input.data).parent),
         fidelity=as_json(fidelity("plus")),
     shell:
-        "plus baseline --task homology --kind phmmer --data {params.data} --cpus {threads} "
+        "plus baseline --task {wildcards.task} --kind phmmer --data {params.data} --cpus {threads} "
         "--fidelity '{params.fidelity}' --out-metrics {output.metrics} > {log} 2>&1"

@@ -12,7 +12,7 @@ rule demo_pfam_corpus:
         ),
         search=expand(
             "resources/demo_pfam/search/{task}/manifest.json",
-            task=["solubility", "localization", "stability"],
+            task=[name for name, task in TASK_REGISTRY.items() if task.demo_corpus_search],
         ),
     output:
         fasta="resources/demo_pfam/Pfam-A.fasta.gz",

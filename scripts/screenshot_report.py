@@ -23,7 +23,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-TASKS = ["homology", "solubility", "localization", "stability", "fluorescence", "secstr", "transmembrane"]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 # click the first visible link or button whose text is exactly `text` (the report is a single-page app)
@@ -192,12 +191,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("report", type=Path)
     p.add_argument("--outdir", type=Path, required=True, help="one PNG per visited page")
-    p.add_argument("--tasks", nargs="*", default=TASKS)
+    p.add_argument("--tasks", nargs="*", default=None, help="task pages to visit (default: every paper task)")
     p.add_argument("--size", default="1600,1000", help="window WIDTH,HEIGHT")
     a = p.parse_args(argv)
     if not a.report.is_file():
         raise SystemExit(f"error: {a.report}: no such report")
     width, height = (int(v) for v in a.size.split(","))
+    if a.tasks is None:
+        from plus.tasks.registry import TASKS
+
+        a.tasks = list(TASKS)
     pages = walk(a.report, a.outdir, a.tasks, width, height)
     for row in pages:
         print(json.dumps(row))

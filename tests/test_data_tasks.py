@@ -285,7 +285,7 @@ def test_missing_raw_key(tmp_path):
 # -- canonical formats (tiny fixtures of real records in the releases' layouts) ----------------------------
 
 CANONICAL_RAW = {
-    "solubility": {k: FIX / "deepsol" / k for k in C.CANONICAL_KEYS["solubility"]},
+    "solubility": {k: FIX / "deepsol" / k for k in C.DATA["solubility"].canonical_artefacts},
     "localization": {"fasta": FIX / "deeploc_data.fasta"},
     "stability": {"archive": FIX / "stability.tar.gz"},
     "fluorescence": {"archive": FIX / "fluorescence.tar.gz"},
@@ -325,7 +325,7 @@ def test_canonical_converters(tmp_path, task):
     m = C.convert_task(task, "canonical", CANONICAL_RAW[task], tmp_path / task, 0)
     counts = (m["counts"]["train"], m["counts"]["dev"], m["counts"]["test"])
     assert counts == CANONICAL_COUNTS[task]
-    expected = C.CANONICAL_EXPECTED_COUNTS[task]
+    expected = C.DATA[task].expected_counts
     assert set(expected["test"]) == set(m["splits"]["test"])
     data = load_task(tmp_path / task)
     assert all(len(data.read(f)) == n for f, n in zip(data.tests.values(), counts[2].values(), strict=True))

@@ -17,10 +17,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from plus.tasks.registry import TASKS as TASK_REGISTRY
+
 ROOT = Path(__file__).parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-TASKS = ["homology", "solubility", "localization", "stability", "fluorescence", "secstr", "transmembrane"]
+TASKS = list(TASK_REGISTRY)  # the paper tasks; the test configs run them all
 
 
 def snakemake(*args, cwd=ROOT, check=True, timeout=600):
@@ -137,6 +139,18 @@ def test_config_typos_stop_the_workflow_naming_the_key(tmp_path):
     (wd / "fp16.yaml").write_text("finetune:\n  tfm:\n    precision: fp16\n")  # bf16 only: fp16 needs a scaler
     res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "fp16.yaml", "-n", cwd=wd, check=False)
     assert res.returncode != 0 and "['precision']" in res.stdout + res.stderr and "'fp16'" in res.stdout + res.stderr
+    # task names are checked against the registry, naming the key
+    for name, text, key in [
+        ("tasks.yaml", "tasks: [homology, secstrr]\n", "config: tasks: unknown task 'secstrr'"),
+        ("ft.yaml", "finetune:\n  rnn:\n    tasks: {solubilty: {lr: 0.1}}\n",
+         "config: finetune: rnn: tasks: unknown task 'solubilty'"),
+        ("heads.yaml", "models:\n  plus-rnn_tiny:\n    heads: {homology: [z, 16]}\n",
+         "config: models: plus-rnn_tiny: heads: 'homology' is not a task with a configurable head"),
+    ]:
+        (wd / name).write_text(text)
+        res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", name, "-n", cwd=wd,
+                        check=False)
+        assert res.returncode != 0 and key in res.stdout + res.stderr, (name, res.stderr[-1500:])
 
 
 def test_lint_is_clean():

@@ -131,10 +131,12 @@ def _add_baseline(sub):
 
     def run(a):
         from plus.tasks import baselines
+        from plus.tasks.registry import get_task
 
+        if a.kind not in get_task(a.task).baselines:
+            raise SystemExit(f"error: the {a.kind} baseline does not apply to {a.task} "
+                             f"(its baselines: {', '.join(get_task(a.task).baselines)})")
         if a.kind == "phmmer":
-            if a.task != "homology":
-                raise SystemExit("error: the phmmer baseline applies to homology only")
             baselines.phmmer(a.data, a.out_metrics, a.cpus, a.fidelity)
         else:
             baselines.trivial(a.task, a.data, a.out_metrics, a.fidelity)

@@ -22,21 +22,12 @@ for _i, _c in enumerate(RESIDUES, 1):
     _TABLE[ord(_c)] = _i
 _TABLE[ord("O")] = RESIDUES.index("K") + 1
 _TABLE[ord("U")] = RESIDUES.index("C") + 1
-_STANDARD = np.zeros(256, dtype=bool)
-for _c in RESIDUES + "X":
-    _STANDARD[ord(_c)] = True
 
 
 def encode(seq: str | bytes) -> np.ndarray:
     """Token ids (uint8, 1..21) of a sequence, upper-cased first."""
     raw = seq.upper().encode("ascii", "replace") if isinstance(seq, str) else seq.upper()
     return _TABLE[np.frombuffer(raw, dtype=np.uint8)]
-
-
-def count_nonstandard(seq: str | bytes) -> int:
-    """Number of letters outside ARNDCQEGHILKMFPSTWYVX (mapped as the reference does, but worth counting)."""
-    raw = seq.upper().encode("ascii", "replace") if isinstance(seq, str) else seq.upper()
-    return int((~_STANDARD[np.frombuffer(raw, dtype=np.uint8)]).sum())
 
 
 def decode(tokens) -> str:

@@ -22,16 +22,16 @@ import shutil
 import tarfile
 import tempfile
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from plus.data.tasks import (
-    KINDS,
     LOCALIZATION_CLASSES,
     SOLUBILITY_CLASSES,
     SS8,
-    TASKS,
     TM_LABELS,
     domain_lines,
     pair_lines,
@@ -46,59 +46,12 @@ from plus.io import InputError, iter_lines, read_3line, read_fasta
 LOCALIZATION_TRUNCATE = 1000  # reference `truncate`: longer sequences keep the first 500 + last 500 residues
 LEVEL_NAMES = ["different class", "same class", "same fold", "same superfamily", "same family"]
 
-# raw KEY -> file under data/embedded/<task>/ (the --raw keys of the embedded converters)
-EMBEDDED_FILES = {
-    "solubility": {
-        "val_src": "val_src.gz",
-        "val_tgt": "val_tgt",
-        "test_src": "test_src.gz",
-        "test_tgt": "test_tgt",
-    },
-    "localization": {
-        "train_fasta": "deeploc_our_val_set.fasta.gz",
-        "test_fasta": "deeploc_test_set.fasta.gz",
-    },
-    "stability": {
-        "train_csv": "stability.train.csv.gz",
-        "valid_csv": "stability.valid.csv.gz",
-        "test_csv": "stability.test.csv.gz",
-    },
-    "fluorescence": {"valid_csv": "fluorescence.valid.csv.gz"},
-    "secstr": {
-        f"{name.lower()}_csv": f"netsurfp2_hhblits_csv/{name}_HHblits.csv.gz"
-        for name in ("CB513", "TS115", "CASP12")
-    },
-    "transmembrane": {"threeline": "3D_struct_DB.3line.gz"},
-    "homology": {f"id{k}": f"Testdata_id{k}againstTrain.fasta.gz" for k in (70, 40, 25)},
-}
-# raw KEY per task for the canonical releases
-CANONICAL_KEYS = {
-    "solubility": ("train_src", "train_tgt", "val_src", "val_tgt", "test_src", "test_tgt"),
-    "localization": ("fasta",),
-    "stability": ("archive",),
-    "fluorescence": ("archive",),
-    "secstr": ("archive",),
-    "transmembrane": ("archive",),
-    "homology": ("archive",),
-}
 LOCALIZATION_DEV_FRACTION = 0.1
-# what the canonical rules produce from the full releases (release docs; None = not documented)
-CANONICAL_EXPECTED_COUNTS = {
-    "solubility": {"train": 62478, "dev": 6942, "test": {"deepsol": 2001}},
-    # reference handling: 14,004 records, the 146 Cytoplasm-Nucleus ones (partitions not documented) kept as
-    # Cytoplasm; `corrected` (dropped): train+dev 11,085 -> 9,976 / 1,109, test 2,773 (third-party count)
-    "localization": {"train": None, "dev": None, "test": {"deeploc": None}},
-    "stability": {"train": 53614, "dev": 2512, "test": {"tape": 12851}},
-    "fluorescence": {"train": 21446, "dev": 5362, "test": {"tape": 27217}},
-    "secstr": {"train": 8678, "dev": 2170, "test": {"cb513": 513, "casp12": 21, "ts115": 115}},
-    "transmembrane": {"train": None, "dev": None, "test": {"topcons2": None}},
-    "homology": {"train": None, "dev": None, "test": {"2.06": None, "2.07": None}},
-}
 
 
 def embedded_raw(task: str, root: str | os.PathLike = "data/embedded") -> dict[str, Path]:
     """The --raw KEY -> path mapping of a task's embedded files under `root`."""
-    return {key: Path(root) / task / name for key, name in EMBEDDED_FILES[task].items()}
+    return {key: Path(root) / task / name for key, name in DATA[task].embedded_files.items()}
 
 
 # -- seeded split helpers ----------------------------------------------------------------------------------
@@ -229,7 +182,7 @@ def _manifest(task, labels, splits, counts, source, inputs, rules, notes, seed, 
     _check_nonempty(task, counts)
     return {
         "task": task,
-        "kind": KINDS[task],
+        "kind": DATA[task].kind,
         "labels": labels,
         **extra,
         "splits": splits,
@@ -475,7 +428,7 @@ def convert_solubility_embedded(
 
     raw keys: val_src, val_tgt, test_src, test_tgt.
     """
-    _require(raw, EMBEDDED_FILES["solubility"], "solubility", "embedded")
+    _require(raw, DATA["solubility"].embedded_files, "solubility", "embedded")
     val = _deepsol(raw["val_src"], raw["val_tgt"], "deepsol_val")
     test = _deepsol(raw["test_src"], raw["test_tgt"], "deepsol_test")
     parts = split_groups(range(len(val)), {"train": 1 - dev_fraction, "dev": dev_fraction}, seed)
@@ -527,7 +480,7 @@ def convert_localization_embedded(
     records: labelled Cytoplasm (`dual_as_first`, the reference) or dropped; counted either way.
     raw keys: train_fasta, test_fasta.
     """
-    _require(raw, EMBEDDED_FILES["localization"], "localization", "embedded")
+    _require(raw, DATA["localization"].embedded_files, "localization", "embedded")
     pool, _, relabel_pool, drop_pool = _deeploc(raw["train_fasta"], dual_as_first)
     test, _, relabel_test, drop_test = _deeploc(raw["test_fasta"], dual_as_first)
     parts = split_groups(range(len(pool)), {"train": 1 - dev_fraction, "dev": dev_fraction}, seed)
@@ -567,7 +520,7 @@ def convert_stability_embedded(
 
     raw keys: train_csv, valid_csv, test_csv.
     """
-    _require(raw, EMBEDDED_FILES["stability"], "stability", "embedded")
+    _require(raw, DATA["stability"].embedded_files, "stability", "embedded")
     train = _seq_label_csv(raw["train_csv"], "tape_train")
     dev = _seq_label_csv(raw["valid_csv"], "tape_valid")
     test = _seq_label_csv(raw["test_csv"], "tape_test")
@@ -602,7 +555,7 @@ def convert_fluorescence_embedded(
 
     This is not TAPE's test set (27,217 genotypes with >= 4 mutations, not embedded). raw key: valid_csv.
     """
-    _require(raw, EMBEDDED_FILES["fluorescence"], "fluorescence", "embedded")
+    _require(raw, DATA["fluorescence"].embedded_files, "fluorescence", "embedded")
     recs = _seq_label_csv(raw["valid_csv"], "tape_valid")
     parts = split_groups(range(len(recs)), dict(zip(("train", "dev", "test"), fractions, strict=True)), seed)
     rules = {
@@ -641,7 +594,7 @@ def convert_secstr_embedded(
 
     raw keys: cb513_csv, ts115_csv, casp12_csv.
     """
-    _require(raw, EMBEDDED_FILES["secstr"], "secstr", "embedded")
+    _require(raw, DATA["secstr"].embedded_files, "secstr", "embedded")
     cb513 = _netsurfp_csv(raw["cb513_csv"], "cb513")
     tests = {
         "ts115": _netsurfp_csv(raw["ts115_csv"], "ts115"),
@@ -691,7 +644,7 @@ def convert_transmembrane_embedded(
     train/dev/test "topcons2_3d" split by unique sequence. S labels (none in this file) are handled as in the
     canonical converter. raw key: threeline.
     """
-    _require(raw, EMBEDDED_FILES["transmembrane"], "transmembrane", "embedded")
+    _require(raw, DATA["transmembrane"].embedded_files, "transmembrane", "embedded")
     recs, dropped, relabelled = _threeline(raw["threeline"], drop="XL", drop_signal_peptides=drop_signal_peptides)
     parts = split_groups(
         [seq for _, seq, _ in recs], dict(zip(("train", "dev", "test"), fractions, strict=True)), seed
@@ -776,7 +729,7 @@ def convert_homology_embedded(
     domains in neither (471), split at random (seeded, `dev_fraction` to dev). Pairs: level-stratified
     samples (`sample_pairs`) within dev and within each test set. raw keys: id70, id40, id25.
     """
-    _require(raw, EMBEDDED_FILES["homology"], "homology", "embedded")
+    _require(raw, DATA["homology"].embedded_files, "homology", "embedded")
     id70, id40, id25 = (read_domains(raw[k]) for k in ("id70", "id40", "id25"))
     in25 = {d[0] for d in id25}
     test40 = [d for d in id40 if d[0] not in in25]
@@ -933,7 +886,7 @@ def convert_solubility_canonical(
 
     raw keys: train_src, train_tgt, val_src, val_tgt, test_src, test_tgt.
     """
-    _require(raw, CANONICAL_KEYS["solubility"], "solubility", "canonical")
+    _require(raw, DATA["solubility"].canonical_artefacts, "solubility", "canonical")
     train = _deepsol(raw["train_src"], raw["train_tgt"], "deepsol_train")
     dev = _deepsol(raw["val_src"], raw["val_tgt"], "deepsol_val")
     test = _deepsol(raw["test_src"], raw["test_tgt"], "deepsol_test")
@@ -967,7 +920,7 @@ def convert_localization_canonical(
     Same labels, truncation and Cytoplasm-Nucleus rule (`dual_as_first`) as the embedded converter.
     raw key: fasta.
     """
-    _require(raw, CANONICAL_KEYS["localization"], "localization", "canonical")
+    _require(raw, DATA["localization"].canonical_artefacts, "localization", "canonical")
     recs, is_test, relabelled, dropped = _deeploc(raw["fasta"], dual_as_first)
     pool = [r for r, t in zip(recs, is_test, strict=True) if not t]
     test = [r for r, t in zip(recs, is_test, strict=True) if t]
@@ -1009,7 +962,7 @@ def convert_stability_canonical(
 
     raw key: archive.
     """
-    _require(raw, CANONICAL_KEYS["stability"], "stability", "canonical")
+    _require(raw, DATA["stability"].canonical_artefacts, "stability", "canonical")
     s = _tape_regression(raw["archive"], "stability", "stability_score")
     return _protein_task(
         "stability",
@@ -1031,7 +984,7 @@ def convert_fluorescence_canonical(
     raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None
 ) -> dict:
     """TAPE raw fluorescence.tar.gz (`log_fluorescence`) -> train/dev/test "tape". raw key: archive."""
-    _require(raw, CANONICAL_KEYS["fluorescence"], "fluorescence", "canonical")
+    _require(raw, DATA["fluorescence"].canonical_artefacts, "fluorescence", "canonical")
     s = _tape_regression(raw["archive"], "fluorescence", "log_fluorescence")
     return _protein_task(
         "fluorescence",
@@ -1055,7 +1008,7 @@ def convert_secstr_canonical(
     """TAPE raw secondary_structure.tar.gz: train/valid -> train/dev, cb513/casp12/ts115 -> tests; labels =
     the `ss8` ids (NetSurfP order GHIBESTC) as digits. raw key: archive.
     """
-    _require(raw, CANONICAL_KEYS["secstr"], "secstr", "canonical")
+    _require(raw, DATA["secstr"].canonical_artefacts, "secstr", "canonical")
     archive = raw["archive"]
     names = ("train", "valid", "cb513", "casp12", "ts115")
     members = _tar_members(archive, {s: f"secondary_structure_{s}.json" for s in names})
@@ -1106,7 +1059,7 @@ def convert_transmembrane_canonical(
     train/dev/test "topcons2" split by unique sequence. Labels other than I/O/M/S raise (Bepler's own
     encoder accepts only those four). raw key: archive.
     """
-    _require(raw, CANONICAL_KEYS["transmembrane"], "transmembrane", "canonical")
+    _require(raw, DATA["transmembrane"].canonical_artefacts, "transmembrane", "canonical")
     members = _tar_members(raw["archive"], {s: f"{s}.3line" for s in TOPCONS2_SETS})
     recs, dropped, relabelled, sets = [], {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -1203,7 +1156,7 @@ def convert_homology_canonical(
     2.07-new domain FASTAs -> test_2.06.fa, test_2.07.fa (embeddings); contact-map PNGs -> cmap_2.06/,
     cmap_2.07/ (when `contact_maps`). raw key: archive.
     """
-    _require(raw, CANONICAL_KEYS["homology"], "homology", "canonical")
+    _require(raw, DATA["homology"].canonical_artefacts, "homology", "canonical")
     if test_2_07 not in HOMOLOGY_2_07:
         raise InputError(f"homology: test_2_07 {test_2_07!r} is not one of {', '.join(HOMOLOGY_2_07)}")
     archive = raw["archive"]
@@ -1262,13 +1215,73 @@ def convert_homology_canonical(
     return write_task(outdir, manifest, files)
 
 
-# -- dispatcher and CLI ------------------------------------------------------------------------------------
+# -- the tasks' data: one declaration per task -------------------------------------------------------------
 
-CONVERTERS = {
-    (task, source): globals()[f"convert_{task}_{source}"]
-    for task in TASKS
-    for source in ("embedded", "canonical")
+
+@dataclass(frozen=True)
+class TaskData:
+    """A task's converted data (its kind) and its two converters with the raw files each reads."""
+
+    kind: str  # pair | protein | residue (plus.data.tasks)
+    embedded: Callable  # converter of the real subsets in data/embedded/<task>/
+    canonical: Callable  # converter of the full public release
+    embedded_files: dict  # --raw KEY -> file under data/embedded/<task>/
+    canonical_artefacts: dict  # --raw KEY -> download artefact (config `downloads:`)
+    expected_counts: dict  # the canonical converter's counts on the full release (release docs; None = unknown)
+
+
+DATA: dict[str, TaskData] = {
+    "homology": TaskData(
+        "pair", convert_homology_embedded, convert_homology_canonical,
+        {f"id{k}": f"Testdata_id{k}againstTrain.fasta.gz" for k in (70, 40, 25)},
+        {"archive": "scope"},
+        {"train": None, "dev": None, "test": {"2.06": None, "2.07": None}},
+    ),
+    "solubility": TaskData(
+        "protein", convert_solubility_embedded, convert_solubility_canonical,
+        {"val_src": "val_src.gz", "val_tgt": "val_tgt", "test_src": "test_src.gz", "test_tgt": "test_tgt"},
+        {f"{split}_{part}": f"deepsol_{split}_{part}" for split in ("train", "val", "test") for part in ("src", "tgt")},
+        {"train": 62478, "dev": 6942, "test": {"deepsol": 2001}},
+    ),
+    # reference handling: 14,004 records, the 146 Cytoplasm-Nucleus ones (partitions not documented) kept as
+    # Cytoplasm; `corrected` (dropped): train+dev 11,085 -> 9,976 / 1,109, test 2,773 (third-party count)
+    "localization": TaskData(
+        "protein", convert_localization_embedded, convert_localization_canonical,
+        {"train_fasta": "deeploc_our_val_set.fasta.gz", "test_fasta": "deeploc_test_set.fasta.gz"},
+        {"fasta": "deeploc"},
+        {"train": None, "dev": None, "test": {"deeploc": None}},
+    ),
+    "stability": TaskData(
+        "protein", convert_stability_embedded, convert_stability_canonical,
+        {"train_csv": "stability.train.csv.gz", "valid_csv": "stability.valid.csv.gz",
+         "test_csv": "stability.test.csv.gz"},
+        {"archive": "tape_stability"},
+        {"train": 53614, "dev": 2512, "test": {"tape": 12851}},
+    ),
+    "fluorescence": TaskData(
+        "protein", convert_fluorescence_embedded, convert_fluorescence_canonical,
+        {"valid_csv": "fluorescence.valid.csv.gz"},
+        {"archive": "tape_fluorescence"},
+        {"train": 21446, "dev": 5362, "test": {"tape": 27217}},
+    ),
+    "secstr": TaskData(
+        "residue", convert_secstr_embedded, convert_secstr_canonical,
+        {f"{name.lower()}_csv": f"netsurfp2_hhblits_csv/{name}_HHblits.csv.gz"
+         for name in ("CB513", "TS115", "CASP12")},
+        {"archive": "tape_secondary_structure"},
+        {"train": 8678, "dev": 2170, "test": {"cb513": 513, "casp12": 21, "ts115": 115}},
+    ),
+    "transmembrane": TaskData(
+        "residue", convert_transmembrane_embedded, convert_transmembrane_canonical,
+        {"threeline": "3D_struct_DB.3line.gz"},
+        {"archive": "transmembrane"},
+        {"train": None, "dev": None, "test": {"topcons2": None}},
+    ),
 }
+TASKS = tuple(DATA)
+
+
+# -- dispatcher and CLI ------------------------------------------------------------------------------------
 
 
 def convert_task(
@@ -1286,12 +1299,12 @@ def convert_task(
     `fidelity`: reference-fidelity switches of the task's data, named ``data_<task>_<option>`` (config
     reference_fidelity); each sets the converter's keyword <option>.
     """
-    if (task, source) not in CONVERTERS:
+    if task not in DATA or source not in ("embedded", "canonical"):
         raise InputError(
             f"unknown task/source {task!r}/{source!r}; tasks: {', '.join(TASKS)}; "
             "sources: embedded, canonical"
         )
-    converter = CONVERTERS[task, source]
+    converter = getattr(DATA[task], source)
     opts = {**opts, **data_switch_options(task, converter, fidelity or {})}
     raw = {k: Path(v) for k, v in raw.items()}
     return converter(raw, Path(outdir), seed, max_train, **opts)
@@ -1355,15 +1368,11 @@ def _json_object(text: str) -> dict:
 
 
 def run(args) -> int:
-    opts = {}
-    if args.task == "homology":
-        names = ("n_pairs_dev", "n_pairs_test") if args.source == "embedded" else ("n_pairs_test",)
-        opts = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    if args.task == "homology" and args.source == "canonical":
-        if args.no_contact_maps:
-            opts["contact_maps"] = False
-        if args.homology_2_07:
-            opts["test_2_07"] = args.homology_2_07
+    # the converter's own keyword options among the CLI's (homology's pair counts, contact maps, 2.07 choice)
+    accepted = inspect.signature(getattr(DATA[args.task], args.source)).parameters
+    given = {"n_pairs_dev": args.n_pairs_dev, "n_pairs_test": args.n_pairs_test, "test_2_07": args.homology_2_07,
+             "contact_maps": False if args.no_contact_maps else None}
+    opts = {k: v for k, v in given.items() if v is not None and k in accepted}
     manifest = convert_task(
         args.task, args.source, _parse_raw(args.raw), args.outdir, args.seed, args.max_train, args.fidelity,
         **opts,

@@ -22,16 +22,6 @@ from pathlib import Path
 
 from plus.io import InputError, iter_lines, read_3line, read_fasta, read_json, write_json
 
-TASKS = ("homology", "solubility", "localization", "stability", "fluorescence", "secstr", "transmembrane")
-KINDS = {
-    "homology": "pair",
-    "solubility": "protein",
-    "localization": "protein",
-    "stability": "protein",
-    "fluorescence": "protein",
-    "secstr": "residue",
-    "transmembrane": "residue",
-}
 LOCALIZATION_CLASSES = (
     "Cell.membrane",
     "Cytoplasm",

@@ -21,15 +21,15 @@ def _pairs(items, flag: str) -> dict[str, str]:
 
 def _task_tables(items) -> dict[str, str]:
     """TASK=CSV, or a CSV whose file stem is the task (results/tables/secstr.csv)."""
-    from plus.report.tables import HEADLINE
+    from plus.tasks.registry import TASKS
 
     out = {}
     for item in items:
         task, sep, path = item.partition("=")
         if not sep:
             task, path = Path(item).stem, item
-        if task not in HEADLINE:
-            raise InputError(f"--tables {item!r}: unknown task {task!r} ({sorted(HEADLINE)}); use TASK=CSV")
+        if task not in TASKS:
+            raise InputError(f"--tables {item!r}: unknown task {task!r} ({sorted(TASKS)}); use TASK=CSV")
         out[task] = path
     return out
 

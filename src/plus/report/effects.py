@@ -1,7 +1,7 @@
 """Paired effect sizes of the ablations, with bootstrap confidence intervals, from the runs' predictions.
 
 For one task, every contrast A - B of :data:`CONTRASTS` whose two ablations ran for the same model on the
-same seed gives one row per (test set, metric of ``EFFECT_METRICS``, model):
+same seed gives one row per (test set, metric of the task's ``effects``, model):
 
 * ``delta`` = mean over the matched seeds s of metric(A_s) - metric(B_s). Each metric is recomputed from the
   run's ``predictions.npz`` as ``plus evaluate`` computed it (the run's fidelity switches and recorded
@@ -48,7 +48,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from plus.io import InputError, atomic_write, read_json
-from plus.report.tables import EFFECT_METRICS, HEADLINE, headline_test_set, html_page, read_run_metrics
+from plus.report.tables import headline_test_set, html_page, read_run_metrics
 from plus.tasks.registry import TASKS, Task
 
 # (A, B) ablation pairs, A - B; the phrase says what "A better than B" means for the paper's question.
@@ -255,14 +255,14 @@ def _bootstrap_file(task_name: str, path: str, ts: str, metrics, n_boot: int, se
 def ablation_effects(task_name: str, run_files: Sequence[str | os.PathLike], n_boot: int = 1000,
                      seed: int = 0, metrics: Sequence[str] | None = None, workers: int = 1) -> pd.DataFrame:
     """The effects table of one task (:data:`COLUMNS`, method in the module docstring) from fine-tuning
-    metrics.json files (each with its predictions.npz). `metrics` defaults to the task's EFFECT_METRICS;
+    metrics.json files (each with its predictions.npz). `metrics` defaults to the task's `effects`;
     `workers` > 1 bootstraps the runs' test sets in that many processes (the same result)."""
     if task_name not in TASKS:
         raise InputError(f"unknown task {task_name!r} (known: {', '.join(TASKS)})")
     if n_boot < 1:
         raise InputError(f"n_boot must be >= 1, got {n_boot}")
     task = TASKS[task_name]
-    metrics = list(metrics or EFFECT_METRICS[task.name])
+    metrics = list(metrics or task.effects)
     paths: dict[tuple[str, str, int], str] = {}
     for path in run_files:
         run = read_run_metrics(path, task.name)
@@ -281,7 +281,7 @@ def ablation_effects(task_name: str, run_files: Sequence[str | os.PathLike], n_b
     needed = list(dict.fromkeys((m, x, s) for m, a, b, seeds in contrasts for x in (a, b) for s in seeds))
     runs = {key: read_run_predictions(paths[key], task) for key in needed}
     test_sets = list(dict.fromkeys(ts for run in runs.values() for ts in run.sets))
-    head_metric, head_ts = HEADLINE[task.name][0], headline_test_set(task.name, test_sets)
+    head_metric, head_ts = task.headline_metric, headline_test_set(task.name, test_sets)
 
     # what to bootstrap: (run key, test set, None) = the whole test set; (run key, test set, other ablation) =
     # the examples shared with that ablation's run of the same seed (their test sets differ)

@@ -26,16 +26,6 @@ from plus.io import InputError, atomic_path  # noqa: E402
 from plus.report.tables import parse_run_path, read_run_metrics  # noqa: E402
 from plus.tasks.registry import TASKS as TASK_REGISTRY  # noqa: E402
 
-# Metrics shown in the ablation plot of each task (one panel per test set x metric).
-ABLATION_METRICS = {
-    "homology": ["acc", "rho"],
-    "solubility": ["acc"],
-    "localization": ["acc"],
-    "stability": ["spearman"],
-    "fluorescence": ["spearman"],
-    "secstr": ["acc8", "acc3"],
-    "transmembrane": ["acc", "acc_p"],
-}
 METRIC_LABELS = {
     "acc": "accuracy (fraction correct)",
     "acc3": "Q3 accuracy (fraction of residues)",
@@ -92,7 +82,8 @@ def plot_ablation(task: str, run_metric_files: Sequence, out_png, out_svg,
     if not rows:
         raise InputError(f"{task}: no run metrics to plot")
     df = pd.DataFrame(rows)
-    metrics = list(metrics or [m for m in ABLATION_METRICS.get(task, []) if m in set(df["metric"])]
+    plotted = TASK_REGISTRY[task].plot_metrics if task in TASK_REGISTRY else ()
+    metrics = list(metrics or [m for m in plotted if m in set(df["metric"])]
                    or df["metric"].unique()[:2])
     panels = [(ts, m) for ts in df["test_set"].unique() for m in metrics
               if ((df["test_set"] == ts) & (df["metric"] == m)).any()]
@@ -258,11 +249,10 @@ def plot_effects(effects_csv, out_png, out_svg):
     metric on every test set; a point = Δ = A − B (mean over matched seeds), a bar = its 95 % paired-bootstrap
     CI, colour = contrast, filled = the CI excludes 0. A task without any contrast is left out."""
     from plus.report.effects import CONTRASTS, LOWER_IS_BETTER, contrast_name, read_effects
-    from plus.report.tables import HEADLINE
 
     df = read_effects(effects_csv)
-    df = df[np.array([HEADLINE.get(t, (None,))[0] == m for t, m in zip(df["task"], df["metric"], strict=True)],
-                     dtype=bool)]
+    headline = {name: task.headline_metric for name, task in TASK_REGISTRY.items()}
+    df = df[np.array([headline.get(t) == m for t, m in zip(df["task"], df["metric"], strict=True)], dtype=bool)]
     df = df[np.isfinite(df["delta"].to_numpy(dtype=float))]
     if df.empty:
         fig, ax = plt.subplots(figsize=(6.4, 2.0))

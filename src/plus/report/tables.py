@@ -34,32 +34,10 @@ import numpy as np
 import pandas as pd
 
 from plus.io import InputError, atomic_write, read_json
+from plus.tasks.registry import TASKS
 
-# Metric keys of each task, in the paper's column order (extra keys found in runs are appended).
-TASK_METRICS = {
-    "homology": ["acc", "r", "rho", "aupr_cl", "aupr_fo", "aupr_sf", "aupr_fa"],
-    "solubility": ["acc", "mcc"],
-    "localization": ["acc"],
-    "stability": ["spearman", "pearson", "mse"],
-    "fluorescence": ["spearman", "pearson", "mse"],
-    "secstr": ["acc8", "acc3"],
-    "transmembrane": ["acc", "acc_p"],
-    "pretraining": ["mlm_acc", "sfp_acc", "lm_acc", "loss", "mlm_loss", "sfp_loss", "lm_loss"],
-}
-# Headline cell of each task in the seven-task summary: (metric, preferred test set or None = first).
-HEADLINE = {
-    "homology": ("acc", None),
-    "solubility": ("acc", None),
-    "localization": ("acc", None),
-    "stability": ("spearman", None),
-    "fluorescence": ("spearman", None),
-    "secstr": ("acc3", "cb513"),
-    "transmembrane": ("acc_p", None),
-}
-# Metrics of the ablation-effects table (plus.report.effects): each task's headline metric; homology also the
-# paper's other metrics.
-EFFECT_METRICS = {**{task: [metric] for task, (metric, _) in HEADLINE.items()},
-                  "homology": ["acc", "r", "rho", "aupr_cl", "aupr_fo", "aupr_sf", "aupr_fa"]}
+# Metrics of the pre-training table (the tasks' metric columns are their registry entries' `table_metrics`).
+PRETRAINING_METRICS = ["mlm_acc", "sfp_acc", "lm_acc", "loss", "mlm_loss", "sfp_loss", "lm_loss"]
 # Our metric key -> the metric name used in published_results.csv / plus_paper.csv.
 PUBLISHED_METRIC = {
     "acc": "accuracy",
@@ -143,13 +121,13 @@ def read_run_metrics(path: str | os.PathLike, task: str | None = None) -> Run:
 
 def read_pretrain_metrics(path: str | os.PathLike) -> Run:
     """Read a pre-training metrics.json as a Run with test sets "val", "test" (the metrics of
-    TASK_METRICS["pretraining"]) and "trivial" (mlm_acc = unigram-frequency MLM accuracy,
+    PRETRAINING_METRICS) and "trivial" (mlm_acc = unigram-frequency MLM accuracy,
     sfp_acc = chance; for the P-ELMo LM, lm_acc = unigram-frequency LM accuracy)."""
     d = read_json(path)
     for key in ("model", "ablation", "seed", "val", "test", "baselines"):
         if key not in d:
             raise InputError(f"{path}: missing key {key!r}")
-    keep = TASK_METRICS["pretraining"]
+    keep = PRETRAINING_METRICS
     values = {s: {k: v for k, v in _metric_block(d[s], path, s)[0].items() if k in keep}
               for s in ("val", "test")}
     base = d["baselines"]
@@ -221,7 +199,7 @@ def _aggregate(runs: list[Run], ts: str, metric: str) -> dict[str, float]:
 
 def _build(task, groups, published, test_set_map, model_labels) -> pd.DataFrame:
     """groups: list of (kind, model, ablation, runs, n_missing) in row order."""
-    metric_order = TASK_METRICS.get(task, [])
+    metric_order = list(TASKS[task].table_metrics) if task in TASKS else PRETRAINING_METRICS
     ts_order = _ordered([ts for g in groups for r in g[3] for ts in r.values])
     metrics_seen = _ordered([m for g in groups for r in g[3] for ts in r.values for m in r.values[ts]],
                             metric_order)
@@ -365,21 +343,21 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def headline_test_set(task: str, test_sets: Sequence[str]) -> str | None:
-    """The test set of a task's headline cell among `test_sets` (table order): HEADLINE's preferred one, else
-    the first."""
-    preferred = HEADLINE[task][1]
+    """The test set of a task's headline cell among `test_sets` (table order): its entry's preferred one,
+    else the first."""
+    preferred = TASKS[task].headline_test_set
     return preferred if preferred in test_sets else next(iter(test_sets), None)
 
 
 def build_summary_table(task_tables: Mapping[str, pd.DataFrame | str | os.PathLike]) -> pd.DataFrame:
     """The seven-task summary: one row per model/ablation, then per baseline, then per published model (in
     order of first appearance within each kind), one column group
-    ``"{task}:{test_set}/{metric}/{stat}"`` per task's headline metric (:data:`HEADLINE`); ``n_runs`` is the
+    ``"{task}:{test_set}/{metric}/{stat}"`` per task's headline metric (its registry entry's); ``n_runs`` is the
     largest number of runs (seeds) of a task, ``missing_runs`` the sum over tasks."""
     keys, rows, cols = [], {}, []
     for task, table in task_tables.items():
         df = table if isinstance(table, pd.DataFrame) else read_table(table)
-        metric = HEADLINE[task][0]
+        metric = TASKS[task].headline_metric
         test_sets = [ts for ts, m in column_groups(df) if m == metric]
         with_values = [ts for ts in test_sets if df[f"{ts}/{metric}/mean"].notna().any()] or test_sets
         if not with_values:

@@ -29,7 +29,6 @@ from plus.io import InputError, atomic_path, read_json, write_json
 from plus.models import ContactHead, MLPHead, load_state_dict_reference
 from plus.models.plus_rnn import collate_rnn
 from plus.models.plus_tfm import tfm_pair_input, tfm_single_input
-from plus.tasks import metrics as M
 from plus.tasks.registry import SUPPORTED, Task, get_task
 from plus.train.common import (
     Interrupted,
@@ -64,9 +63,8 @@ class FinetuneModel(nn.Module):
     def __init__(self, task: Task, model_cfg: dict, head_cfg, fidelity: dict, contact: bool = False):
         super().__init__()
         self.task, self.family = task, model_cfg["family"]
-        n_thr = 4 if task.name == "homology" else 1
-        n_cls = 5 if task.name == "homology" else task.n_out
-        self.encoder = build_encoder(model_cfg, fidelity, n_thresholds=n_thr, n_classes=n_cls)
+        self.encoder = build_encoder(model_cfg, fidelity, n_thresholds=task.ordinal_thresholds,
+                                     n_classes=task.n_out)
         if self.family == "pelmo":
             self.lm = build_lm(model_cfg).requires_grad_(False)
             if task.kind != "pair":
@@ -478,7 +476,7 @@ def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curv
 
     t0 = time.monotonic() - (st["curve"][-1]["elapsed_s"] if st["curve"] else 0.0)
     patience, bs = hp.get("patience", 3), hp["batch_size"]
-    shuffle = task.name != "secstr"  # the reference's SecStr loader is not shuffled
+    shuffle = task.shuffle
     stop.progress = position()
     while st["epoch"] < hp["max_epochs"] and (patience < 0 or st["bad"] < patience):
         ep = st["epoch"]
@@ -596,9 +594,7 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
     contacts = (ContactMaps(data_dir, manifest) or None) if contact else None
     dev_out, dev_loss = predict(model, dev_recs, hp, rt.device, with_loss=True, seed=seed, contacts=contacts)
     dev_metrics = task.metrics(dev_out, targets_of(task, dev_recs), fidelity)
-    cutoffs = None
-    if task.name == "homology" and not fidelity.get("b6_cutoffs_on_eval_set", True):
-        cutoffs = np.asarray(dev_metrics["cutoffs"])  # corrected: fitted on dev, applied to test
+    cutoffs = task.cutoffs_from_dev(dev_metrics, fidelity)
     results, arrays = {}, {}
     for name, fname in manifest["splits"]["test"].items():
         recs = read_split(data_dir, fname, manifest)
@@ -608,7 +604,7 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
         res = {**task.report(res), "n": len(recs)}
         if cutoffs is not None:  # fixed (dev-fitted) cut-offs: what reproduces acc from predictions.npz
             res["cutoffs"] = cutoffs.tolist()
-        res["ci95"] = bootstrap_all(task, out, tgt, res, fidelity, seed, n_boot, cutoffs)
+        res["ci95"] = task.bootstrap(out, tgt, res, fidelity, seed, n_boot, cutoffs)
         results[name] = res
         _store_predictions(arrays, name, task, recs, out, tgt)
     metrics = {"task": task_name, "model": model_name, "ablation": ablation, "seed": seed,
@@ -650,43 +646,3 @@ def _store_predictions(arrays, name, task, recs, out, tgt):
         arrays[f"{name}__targets"] = np.concatenate(tgt) if tgt else np.zeros(0)
     else:
         arrays[f"{name}__outputs"], arrays[f"{name}__targets"] = out, tgt
-
-
-def _ratio(correct, total):
-    return correct.sum() / total.sum()
-
-
-def bootstrap_all(task: Task, out, tgt, point, fidelity, seed, n_boot, cutoffs) -> dict:
-    """95 % percentile bootstrap intervals over test examples (proteins or pairs) for the task's metrics."""
-    keys = [k for k in task.reported if k in point and k != "argmax_acc"]
-    if len(tgt) < 2 or n_boot <= 0:
-        return {}
-    if task.name == "transmembrane":  # reuse per-protein verdicts and counts: Viterbi once
-        full = M.transmembrane_metrics(out, tgt, reference=fidelity.get("b12_tm_region_quirk", True))
-        correct = np.array([int((np.asarray(o).argmax(1) == t).sum()) for o, t in zip(out, tgt)])
-        lengths = np.array([len(t) for t in tgt])
-        verdict = np.asarray(full["protein_correct"], dtype=float)
-        return {"acc": list(M.bootstrap_ci(_ratio, correct, lengths, n=n_boot, seed=seed)),
-                "acc_p": list(M.bootstrap_ci(lambda v: v.mean(), verdict, n=n_boot, seed=seed))}
-    if task.name == "secstr":
-        def per(o, t):
-            p8 = np.asarray(o).argmax(1)
-            e = np.exp(o - o.max(1, keepdims=True))
-            prob = e / e.sum(1, keepdims=True)
-            groups = np.stack([prob[:, :3].sum(1), prob[:, 3:5].sum(1), prob[:, 5:].sum(1)], 1).argmax(1)
-            return int((p8 == t).sum()), int((groups == np.asarray(M.SS8_TO_SS3)[t]).sum())
-        counts = np.array([per(np.asarray(o), np.asarray(t)) for o, t in zip(out, tgt)])
-        lengths = np.array([len(t) for t in tgt])
-        return {key: list(M.bootstrap_ci(_ratio, counts[:, k], lengths, n=n_boot, seed=seed))
-                for k, key in enumerate(("acc8", "acc3"))}
-    # protein / pair level: every metric from the same resamples (one metrics call per resample);
-    # homology refits its level cut-offs inside each resample, as the reference fits them on the evaluated set
-    out, tgt = np.asarray(out), np.asarray(tgt)
-    rng = np.random.default_rng(seed)
-    draws = {k: [] for k in keys}
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(tgt), len(tgt))
-        values = task.metrics(out[idx], tgt[idx], fidelity, cutoffs=cutoffs)
-        for k in keys:
-            draws[k].append(values.get(k, np.nan))
-    return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}
