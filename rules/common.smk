@@ -22,6 +22,7 @@ def _check_task_names():
     named = [("tasks", t) for t in config["tasks"]]
     for fam, settings in (config.get("finetune") or {}).items():
         named += [(f"finetune: {fam}: tasks", t) for t in (settings or {}).get("tasks") or {}]
+    named += [("plan: tasks", t) for t in (config.get("plan") or {}).get("tasks") or {}]
     max_train = config.get("data", {}).get("max_train")
     if isinstance(max_train, dict):
         named += [("data: max_train", t) for t in max_train if t != "default"]
