@@ -38,13 +38,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pfam_preprocess import LETTERS, fasta_records  # benchmarks/ is the script's directory
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_TRAIN, PAPER_FAMILIES = 14_670_860, 3_150
 TRAIN_SHARE = 0.8 * (1 - 0.002)  # test 20 %, then validation 0.2 % of the training split
 MIN_KEPT, SMALL_FAMILIES = 1_350, 1_000
 FULL_RECORDS = round(PAPER_TRAIN / TRAIN_SHARE) + SMALL_FAMILIES * 510  # ~510 records per small family
-LETTERS = np.frombuffer(b"ARNDCQEGHILKMFPSTWYV", np.uint8)
 MODELS = {"base": "plus-rnn_base", "large": "plus-rnn_large", "tfm": "plus-tfm"}
 
 
@@ -102,14 +102,7 @@ def generate(path: Path, records: int, seed: int = 0) -> dict:
             mutate = rng.random(len(residues)) < 0.3
             residues[mutate] = rng.choice(20, int(mutate.sum()), p=freq).astype(np.uint8)
             text = LETTERS[residues].tobytes()
-            parts, offset = [], 0
-            for k, (f, length, s) in enumerate(zip(fam.tolist(), lengths.tolist(), start.tolist(), strict=True)):
-                seq = text[offset : offset + length]
-                offset += length
-                parts.append(b">S%08d_SYNTH/%d-%d S%08d.1 PF%05d.27;Fam%d;\n" % (lo + k, s + 1, s + length,
-                                                                                  lo + k, f, f))
-                parts.extend(seq[i : i + 60] + b"\n" for i in range(0, length, 60))
-            gz.stdin.write(b"".join(parts))
+            gz.stdin.write(fasta_records(text, fam, lengths, start, lo, release=27))
         gz.stdin.close()
         if gz.wait():
             raise SystemExit("gzip failed")

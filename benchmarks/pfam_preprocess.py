@@ -28,6 +28,20 @@ LETTERS = np.frombuffer(b"ARNDCQEGHILKMFPSTWYV", np.uint8)
 N_FAMILIES, ANCESTOR = 3000, 1100
 
 
+def fasta_records(text: bytes, fam, lengths, start, first_id: int, release: int) -> bytes:
+    """Pfam-A.fasta records (header ``>ID/start-end ACC.1 PFnnnnn.<release>;Fam;``, 60 residues a line) of the
+    concatenated sequences `text`: record k is family fam[k], lengths[k] residues from position start[k]."""
+    parts, offset = [], 0
+    for k, (f, length, s) in enumerate(zip(fam.tolist(), lengths.tolist(), start.tolist(), strict=True)):
+        seq = text[offset : offset + length]
+        offset += length
+        ident = first_id + k
+        parts.append(b">S%08d_SYNTH/%d-%d S%08d.1 PF%05d.%d;Fam%d;\n" % (ident, s + 1, s + length, ident, f,
+                                                                          release, f))
+        parts.extend(seq[i : i + 60] + b"\n" for i in range(0, length, 60))
+    return b"".join(parts)
+
+
 def generate(path: Path, n: int, seed: int = 0) -> None:
     """Write a synthetic Pfam-A.fasta.gz of n records (compressed by `gzip -6` in a child process)."""
     rng = np.random.default_rng(seed)
@@ -46,15 +60,7 @@ def generate(path: Path, n: int, seed: int = 0) -> None:
             mutate = rng.random(len(residues)) < 0.3
             residues[mutate] = rng.integers(0, 20, int(mutate.sum()), dtype=np.uint8)
             text = LETTERS[residues].tobytes()
-            parts, offset = [], 0
-            rows = zip(fam.tolist(), lengths.tolist(), start.tolist(), strict=True)
-            for k, (f, length, s) in enumerate(rows):
-                seq = text[offset : offset + length]
-                offset += length
-                parts.append(b">S%08d_SYNTH/%d-%d S%08d.1 PF%05d.7;Fam%d;\n" % (lo + k, s + 1, s + length,
-                                                                                 lo + k, f, f))
-                parts.extend(seq[i : i + 60] + b"\n" for i in range(0, length, 60))
-            gz.stdin.write(b"".join(parts))
+            gz.stdin.write(fasta_records(text, fam, lengths, start, lo, release=7))
         gz.stdin.close()
         if gz.wait():
             raise RuntimeError("gzip failed")

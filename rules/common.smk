@@ -78,7 +78,9 @@ def _check_experiments():
                 "MLM/SFP loss to ablate and a random frozen LM ('none') is no published baseline"
             )
         needed = {TASK_REGISTRY[t].pelmo_encoder_task for t in config["tasks"]} - {None}
-        for base in sorted(needed - set(config["tasks"])):
+        missing = sorted(needed - set(config["tasks"]))
+        if missing:
+            base = missing[0]
             raise ValueError(
                 f"config: experiments: model {exp['model']!r} (family pelmo) fine-tunes its encoder on "
                 f"{base} and reuses it, frozen, for the other tasks: add {base} to tasks:"

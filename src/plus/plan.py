@@ -112,16 +112,12 @@ def price_job(job: dict, config: dict, workdir: Path, gpu: str, efficiency: floa
 def load_config(workdir: Path, configfiles: list[Path]) -> dict:
     """The workflow's config.yaml with each --configfile merged over it, dictionaries key by key (as Snakemake)."""
     import yaml
-
-    def merge(base, new):
-        for k, v in new.items():
-            base[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-        return base
+    from snakemake.utils import update_config
 
     config = {}
     for path in [workdir / "config.yaml", *configfiles]:
         try:
-            config = merge(config, yaml.safe_load(path.read_text()) or {})
+            update_config(config, yaml.safe_load(path.read_text()) or {})
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(f"{path}: {exc}") from None
     return config
