@@ -175,14 +175,17 @@ def pretrain_cmd(corpus: Path, out: Path, hparams: dict) -> list[str]:
             "--out-metrics", str(out / "metrics.json"), "--out-curve", str(out / "curve.csv")]
 
 
-def paper_hparams(model: str, steps: int, eval_pairs: int, threads: int) -> dict:
-    """The workflow's pre-training hyper-parameters for a model (config.yaml), capped to `steps`."""
+def paper_hparams(model: str, steps: int, eval_pairs: int, threads: int, batch: int | None = None) -> dict:
+    """The workflow's pre-training hyper-parameters for a model (config.yaml), capped to `steps`; `batch`
+    (pairs) replaces the paper's batch size and caps the evaluation batch (reported, never silent)."""
     import yaml
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg = config["models"][MODELS[model]]
     train = dict(config["pretrain"][cfg["family"]])
     train.update(max_steps=steps, max_eval_pairs=eval_pairs, eval_every=10**9, log_every=1)  # a curve row per step
+    if batch:
+        train.update(batch_size=batch, eval_batch_size=min(batch, train["eval_batch_size"]))
     return {"model": {k: v for k, v in cfg.items() if k not in ("heads", "label")}, "train": train,
             "fidelity": {}, "save_every_minutes": 10**6, "allow_cpu": True, "threads": threads}
 
@@ -332,6 +335,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per model")
     p.add_argument("--steps-per-model", default="", help="overrides, e.g. base=10,large=3")
     p.add_argument("--models", default="base,large,tfm")
+    p.add_argument("--batch-per-model", default="",
+                   help="pairs per batch replacing the paper's (when it does not fit in memory), e.g. large=32")
     p.add_argument("--workdir", type=Path, default=Path("results/paper_scale"))
     p.add_argument("--eval-pairs", type=int, default=256, help="test/selection pairs evaluated per run")
     p.add_argument("--compare-records", type=int, default=1_000_000, help="the smaller corpus (RSS at two sizes)")
@@ -342,6 +347,7 @@ def main() -> None:
     start = time.monotonic()
     args.workdir.mkdir(parents=True, exist_ok=True)
     overrides = {k: int(v) for k, v in (kv.split("=") for kv in args.steps_per_model.split(",") if kv)}
+    batches = {k: int(v) for k, v in (kv.split("=") for kv in args.batch_per_model.split(",") if kv)}
     corpus, pre, desc = corpus_for(args.workdir, args.records)
     stats = json.loads((corpus / "stats.json").read_text())
     small = None
@@ -351,11 +357,13 @@ def main() -> None:
     models = {}
     for name in args.models.split(","):
         steps = overrides.get(name, args.steps)
-        hp = paper_hparams(name, steps, args.eval_pairs, args.threads)
+        hp = paper_hparams(name, steps, args.eval_pairs, args.threads, batches.get(name))
         run = measured_run(corpus, args.workdir / f"run_{name}", hp)
         pairs = hp["train"]["batch_size"]
         tokens_per_s = 2 * pairs * mean_len / np.mean(run["step_s"]) if run["step_s"] else None
-        res = {"steps": steps, "batch_pairs": pairs, "step_s": [round(t, 1) for t in run["step_s"]],
+        res = {"steps": steps, "batch_pairs": pairs,
+               "paper_batch_pairs": paper_hparams(name, steps, args.eval_pairs, args.threads)["train"]["batch_size"],
+               "step_s": [round(t, 1) for t in run["step_s"]],
                "train_tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
                "peak_rss_mb": run["peak_rss_mb"], "per_step_rss_mb": run["per_step_rss_mb"]}
         n_params = param_count(hp)
@@ -375,7 +383,7 @@ def main() -> None:
         if small is None:  # this corpus is the comparison size
             res["peak_rss_mb_1m"], res["rss_ratio_full_to_1m_same_steps"] = run["peak_rss_mb"], 1.0
         else:
-            hp_small = paper_hparams(name, min(steps, 3), args.eval_pairs, args.threads)
+            hp_small = paper_hparams(name, min(steps, 3), args.eval_pairs, args.threads, batches.get(name))
             small_run = measured_run(small, args.workdir / f"run_{name}_1m", hp_small)
             res["peak_rss_mb_1m"] = small_run["peak_rss_mb"]
             k = len(small_run["per_step_rss_mb"])
