@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="plus", description=__doc__)
     parser.add_argument("--version", action="version", version=f"plus-workflow {__version__}")
+    parser.add_argument("--custom-task", action="append", default=[], metavar="NAME=KIND",
+                        help="a user's task (config custom_tasks:) known to this command; repeatable")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_download(sub)
     pfam.add_parser(sub)
@@ -191,7 +193,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def register_custom_tasks(argv) -> None:
+    """Register the --custom-task entries before the subcommands' parsers list the tasks."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--custom-task", action="append", default=[])
+    items = pre.parse_known_args(argv)[0].custom_task
+    if items:
+        from plus.tasks.custom import register_flags
+
+        register_flags(items)
+
+
 def main(argv=None) -> int:
+    try:
+        register_custom_tasks(sys.argv[1:] if argv is None else argv)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     environment.warn_drift()  # one log line when torch, numpy, pandas, snakemake, pyhmmer... differ from the lock
     try:

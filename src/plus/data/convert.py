@@ -1335,7 +1335,7 @@ def _parse_raw(items: list[str]) -> dict[str, Path]:
 def add_parser(subparsers) -> None:
     """Register ``data convert`` (call with the subparsers of the ``plus data`` command)."""
     p = subparsers.add_parser("convert", help="convert a downstream task's raw release into a task directory")
-    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--task", required=True, choices=DATA)  # DATA: users' tasks registered at start-up too
     p.add_argument("--source", required=True, choices=("embedded", "canonical"))
     p.add_argument(
         "--raw",

@@ -13,7 +13,8 @@ from plus.tasks.registry import get_task
 
 def trivial(task_name: str, data_dir, out_metrics, fidelity: dict | None = None) -> dict:
     """Constant predictions learnt from the training split only, scored like the models."""
-    task, manifest = get_task(task_name), load_manifest(data_dir)
+    manifest = load_manifest(data_dir)
+    task = get_task(task_name).for_data(manifest)
     fidelity = fidelity or {}
     train = read_split(data_dir, manifest["splits"]["train"], manifest)
     results = {}

@@ -41,6 +41,17 @@ def mcc(pred, true):
     return float((tp * tn - fp * fn) / denom) if denom > 0 else 0.0
 
 
+def macro_f1(pred, true, n_classes):
+    """F1 averaged over the classes with equal weight (a class never predicted nor true scores 0)."""
+    pred, true = np.asarray(pred), np.asarray(true)
+    scores = []
+    for c in range(n_classes):
+        tp = float(np.sum((pred == c) & (true == c)))
+        denom = float(np.sum(pred == c) + np.sum(true == c))
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
+
+
 def _finite_pairs(x, y):
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     keep = np.isfinite(x) & np.isfinite(y)
@@ -242,6 +253,15 @@ def secstr_metrics(logits_list, labels_list):
         n += len(labels)
     return {"acc8": correct8 / (n + 2.2e-16), "acc3": correct3 / (n + 2.2e-16), "n": n,
             "correct8": correct8, "correct3": correct3}
+
+
+def residue_metrics(logits_list, labels_list):
+    """Per-residue accuracy over all residues of all proteins: ``{"acc", "n", "correct"}``."""
+    correct = n = 0
+    for logits, labels in zip(logits_list, labels_list, strict=True):
+        correct += int(np.sum(np.asarray(logits).argmax(axis=1) == np.asarray(labels, dtype=np.int64)))
+        n += len(labels)
+    return {"acc": correct / n if n else float("nan"), "n": n, "correct": correct}
 
 
 # ---------------------------------------------------------------------------------------------------------

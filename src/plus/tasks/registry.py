@@ -9,7 +9,7 @@ declaration (tests/test_registry.py checks that nothing else names a task).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -41,6 +41,8 @@ class Task:
     pelmo_encoder_task: str | None = None  # P-ELMo: reuse, frozen, the encoder fine-tuned on this task
     embeddings: bool = False  # its test set is the embedding picture's (pooled PLUS-RNN embeddings)
     demo_corpus_search: bool = False  # the demo Pfam corpus is enlarged by searching its training split
+    default_head: tuple = ("h", 512)  # PLUS-RNN / P-ELMo head (source, hidden units) when a model has no `heads:`
+    labels_from_data: bool = False  # n_out and label_chars come from the converted data (users' own tasks)
 
     @property
     def kind(self) -> str:
@@ -50,6 +52,15 @@ class Task:
     @property
     def effects(self) -> tuple[str, ...]:
         return self.effect_metrics or (self.headline_metric,)
+
+    def for_data(self, manifest: dict) -> Task:
+        """This entry sized by a converted task directory's manifest (a user's task learns its classes or
+        residue states from its training data); a paper task's entry is returned as it is."""
+        if not self.labels_from_data:
+            return self
+        if self.kind == "residue":
+            return replace(self, n_out=len(manifest["label_chars"]), label_chars=manifest["label_chars"])
+        return replace(self, n_out=len(manifest["labels"]) if manifest["labels"] else 1)
 
     def report(self, values: dict) -> dict:
         return {k: float(values[k]) for k in self.reported if k in values}
@@ -172,7 +183,8 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 ]}
 
 # (task, model family) pairs the paper ran; anything else is refused before work starts.
-SUPPORTED = {(t, f) for t in TASKS for f in ("rnn", "tfm", "pelmo")}
+FAMILIES = ("rnn", "tfm", "pelmo")
+SUPPORTED = {(t, f) for t in TASKS for f in FAMILIES}
 
 
 def get_task(name: str) -> Task:

@@ -74,7 +74,7 @@ class FinetuneModel(nn.Module):
         self.max_len = model_cfg.get("max_len", 512)
         self.use_z = False
         if self.family in ("rnn", "pelmo") and task.kind != "pair":
-            src, hidden = head_cfg or ("h", 512)
+            src, hidden = head_cfg or task.default_head
             self.use_z = src == "z"
             d_in = model_cfg["proj_dim"] if self.use_z else 2 * model_cfg["hidden_dim"]
             pooling = None if task.kind == "residue" else (
@@ -416,8 +416,8 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
 
 def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve, pretrained, out_run,
               stop: Preemption) -> None:
-    task = get_task(task_name)
     manifest = load_manifest(data_dir)
+    task = get_task(task_name).for_data(manifest)
     rt = Runtime(hparams.get("allow_cpu", False), hparams.get("threads"))
     stop.rt = rt
     hp, fidelity = hparams["train"], hparams.get("fidelity", {})
@@ -577,8 +577,8 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
     fingerprint of the run that trained the model (checked against the model and this evaluation first)."""
     from plus.report.provenance import collect_provenance
 
-    task = get_task(task_name)
     manifest = load_manifest(data_dir)
+    task = get_task(task_name).for_data(manifest)
     run = check_run_record(run_record, model_path, task_name, data_dir, manifest, seed, hparams) \
         if run_record else None
     rt = Runtime(hparams.get("allow_cpu", False), hparams.get("threads"))
