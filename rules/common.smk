@@ -10,9 +10,50 @@ from snakemake.utils import validate
 
 from plus.data.convert import DATA as TASK_DATA
 from plus.data.convert import embedded_raw
+from plus.io import InputError
+from plus.tasks.custom import register as register_custom_task
 from plus.tasks.registry import TASKS as TASK_REGISTRY
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+# users' own tasks (README "Your own task"): name -> {kind, train, test, dev}
+CUSTOM_TASKS = config["custom_tasks"]
+
+
+def custom_raw(task):
+    """A user's task's CSVs as converter inputs {KEY: path}: train, dev (optional), test or test_<name>."""
+    spec = CUSTOM_TASKS[task]
+    tests = spec["test"] if isinstance(spec["test"], dict) else {"": spec["test"]}
+    raw = {"train": spec["train"], **({"dev": spec["dev"]} if "dev" in spec else {})}
+    raw.update({f"test_{name}" if name else "test": path for name, path in tests.items()})
+    return raw
+
+
+def _register_custom_tasks():
+    """Users' tasks join the registry before anything reads it. A paper task's name or a missing CSV stops
+    here, before any job starts, naming the key (the schema checks the kind and the keys)."""
+    for name, spec in CUSTOM_TASKS.items():
+        for key, path in custom_raw(name).items():
+            key = key.replace("test_", "test: ", 1) if key.startswith("test_") else key
+            if not Path(path).is_file():
+                raise ValueError(f"config: custom_tasks: {name}: {key}: {path!r} is not a file")
+        try:
+            register_custom_task(name, spec["kind"])
+        except InputError as exc:
+            raise ValueError(f"config: custom_tasks: {name}: {exc}") from None
+
+
+_register_custom_tasks()
+
+
+def custom_flag(task):
+    """`--custom-task NAME=KIND` for a user's task (its jobs' `plus` commands register it), else ''."""
+    return f"--custom-task {task}={CUSTOM_TASKS[task]['kind']}" if task in CUSTOM_TASKS else ""
+
+
+def custom_flags():
+    """The flags of every user's task the config runs (commands that read several tasks)."""
+    return " ".join(custom_flag(t) for t in config["tasks"] if t in CUSTOM_TASKS)
 
 
 def _check_task_names():
@@ -232,7 +273,10 @@ def task_data(task, ablation="plus"):
 
 
 def task_raw(wildcards):
-    """Raw inputs of one task's converter, as {KEY: path} (embedded files or canonical downloads)."""
+    """Raw inputs of one task's converter, as {KEY: path} (a user's CSVs, embedded files or canonical
+    downloads)."""
+    if wildcards.task in CUSTOM_TASKS:
+        return custom_raw(wildcards.task)
     if config["data"]["source"] == "embedded":
         return {k: str(v) for k, v in embedded_raw(wildcards.task, EMBEDDED).items()}
     return {

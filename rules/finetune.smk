@@ -23,12 +23,13 @@ rule finetune:
         mem_mb=16000,
         runtime=runtime_minutes(8 * 60),
     params:
+        custom=lambda wc: custom_flag(wc.task),
         data=lambda wc, input: str(Path(input.data).parent),
         pretrained=pretrained_flag,
         state=state_dir,
         hp=lambda wc: as_json(finetune_hparams(wc)),
     shell:
-        "exec plus finetune --task {wildcards.task} --data {params.data} {params.pretrained} "
+        "exec plus {params.custom} finetune --task {wildcards.task} --data {params.data} {params.pretrained} "
         "--seed {wildcards.seed} --hparams '{params.hp}' --state-dir {params.state} "
         "--out-model {output.model} --out-curve {output.curve} --out-run {output.run} > {log} 2>&1"
 
@@ -51,10 +52,11 @@ rule evaluate:
         mem_mb=16000,
         runtime=runtime_minutes(60),
     params:
+        custom=lambda wc: custom_flag(wc.task),
         data=lambda wc, input: str(Path(input.data).parent),
         hp=lambda wc: as_json(finetune_hparams(wc)),
     shell:
-        "plus evaluate --task {wildcards.task} --data {params.data} --model {input.model} "
+        "plus {params.custom} evaluate --task {wildcards.task} --data {params.data} --model {input.model} "
         "--seed {wildcards.seed} --hparams '{params.hp}' --out-metrics {output.metrics} "
         "--out-predictions {output.predictions} --name {wildcards.model} --ablation {wildcards.ablation} "
         "--run {input.run} > {log} 2>&1"
@@ -70,10 +72,11 @@ rule baseline_trivial:
     conda:
         "../envs/plus.yaml"
     params:
+        custom=lambda wc: custom_flag(wc.task),
         data=lambda wc, input: str(Path(input.data).parent),
         fidelity=as_json(fidelity("plus")),
     shell:
-        "plus baseline --task {wildcards.task} --kind trivial --data {params.data} "
+        "plus {params.custom} baseline --task {wildcards.task} --kind trivial --data {params.data} "
         "--fidelity '{params.fidelity}' --out-metrics {output.metrics} > {log} 2>&1"
 
 

@@ -22,10 +22,11 @@ rule task_table:
     conda:
         "../envs/plus.yaml"
     params:
+        custom=lambda wc: custom_flag(wc.task),
         test_sets=test_set_map,
         labels=model_labels(),
     shell:
-        "plus tables --task {wildcards.task} --runs {input.runs} --expected {input.runs} "
+        "plus {params.custom} tables --task {wildcards.task} --runs {input.runs} --expected {input.runs} "
         "--baselines {input.baselines} --published {input.published} "
         "--test-set-map {params.test_sets} --model-label {params.labels} "
         "--out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
@@ -48,8 +49,10 @@ rule summary_table:
         "logs/tables/summary.log",
     conda:
         "../envs/plus.yaml"
+    params:
+        custom=custom_flags(),
     shell:
-        "plus tables-summary --tables {input.tables} --out-csv {output.csv} --out-md {output.md} "
+        "plus {params.custom} tables-summary --tables {input.tables} --out-csv {output.csv} --out-md {output.md} "
         "--out-html {output.html} > {log} 2>&1"
 
 
@@ -94,8 +97,10 @@ rule ablation_plot:
         "logs/plots/{task}_ablation.log",
     conda:
         "../envs/plus.yaml"
+    params:
+        custom=lambda wc: custom_flag(wc.task),
     shell:
-        "plus plot ablation --task {wildcards.task} --runs {input.runs} "
+        "plus {params.custom} plot ablation --task {wildcards.task} --runs {input.runs} "
         "--out-png {output.png} --out-svg {output.svg} > {log} 2>&1"
 
 
@@ -162,8 +167,10 @@ rule finetune_curves_plot:
         "logs/plots/{task}_finetune_curves.log",
     conda:
         "../envs/plus.yaml"
+    params:
+        custom=lambda wc: custom_flag(wc.task),
     shell:
-        "plus plot finetune-curves --task {wildcards.task} --curves {input.curves} --out-png {output.png} "
+        "plus {params.custom} plot finetune-curves --task {wildcards.task} --curves {input.curves} --out-png {output.png} "
         "--out-svg {output.svg} > {log} 2>&1"
 
 
@@ -181,10 +188,11 @@ rule ablation_effects_task:
         "../envs/plus.yaml"
     threads: 4
     params:
+        custom=lambda wc: custom_flag(wc.task),
         n_boot=config["effects"]["n_boot"],
         seed=config["effects"]["seed"],
     shell:
-        "plus effects --task {wildcards.task} --runs {input.runs} --n-boot {params.n_boot} "
+        "plus {params.custom} effects --task {wildcards.task} --runs {input.runs} --n-boot {params.n_boot} "
         "--seed {params.seed} --threads {threads} --out-csv {output} > {log} 2>&1"
 
 
@@ -206,8 +214,10 @@ rule ablation_effects:
         "logs/tables/ablation_effects.log",
     conda:
         "../envs/plus.yaml"
+    params:
+        custom=custom_flags(),
     shell:
-        "plus effects-table --effects {input} --out-csv {output.csv} --out-md {output.md} "
+        "plus {params.custom} effects-table --effects {input} --out-csv {output.csv} --out-md {output.md} "
         "--out-html {output.html} --out-headline {output.headline} > {log} 2>&1"
 
 
@@ -227,5 +237,7 @@ rule effects_plot:
         "logs/plots/ablation_effects.log",
     conda:
         "../envs/plus.yaml"
+    params:
+        custom=custom_flags(),
     shell:
-        "plus plot effects --effects {input} --out-png {output.png} --out-svg {output.svg} > {log} 2>&1"
+        "plus {params.custom} plot effects --effects {input} --out-png {output.png} --out-svg {output.svg} > {log} 2>&1"
