@@ -224,6 +224,17 @@ def test_end_to_end_on_embedded_data(tmp_path):
     res = snakemake("-s", str(ROOT / "Snakefile"), "--configfile", "demo/config.yaml", "tests/ci_config.yaml",
                     "-n", "--quiet", "all", cwd=wd)
     assert "Nothing to be done" in res.stdout + res.stderr
+    # a user's own task from config alone (demo/custom_task.yaml, real data): only its chain runs, on the
+    # pre-trained models above, and its table has the runs and the trivial baseline
+    custom = ("--configfile", "demo/config.yaml", "demo/custom_task.yaml", "tests/ci_config.yaml")
+    res = snakemake("-s", str(ROOT / "Snakefile"), *custom, "--cores", "2", "results/tables/membrane.csv", cwd=wd,
+                    timeout=900)
+    ran = job_counts(res.stdout + res.stderr)
+    assert ran.get("pretrain", 0) == 0 and ran["convert_task"] == ran["baseline_trivial"] == 1, ran
+    assert ran["finetune"] == ran["evaluate"] == 2, ran  # PLUS-RNN plus and none
+    table = pd.read_csv(results / "tables/membrane.csv")
+    assert sorted(table["kind"].unique()) == ["baseline", "run"] and len(table[table["kind"] == "run"]) == 2
+    assert {"test/acc/mean", "test/mcc/mean"} <= set(table.columns), list(table.columns)
     # a forced rerun of a finished pre-training retrains from step 0 and writes the same model, byte for byte
     run = "plus-rnn_tiny/plus/seed0"
     first = (results / f"pretrain/{run}/model.pt").read_bytes()
