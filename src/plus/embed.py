@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from plus.data.alphabet import encode
-from plus.data.tasks import _check_seq, _check_unique, load_manifest, read_split
+from plus.data.tasks import check_seq, check_unique, load_manifest, read_split
 from plus.io import InputError, atomic_path, read_fasta
 
 FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5"}
@@ -40,8 +40,8 @@ def fasta_records(path: str | os.PathLike) -> list[dict]:
     out, seen = [], set()
     for record, header, seq in read_fasta(path):
         ident = header.split()[0]
-        _check_unique(path, record, ident, seen)
-        _check_seq(path, record, ident, seq)
+        check_unique(path, record, ident, seen)
+        check_seq(path, record, ident, seq)
         out.append({"id": ident, "seq": seq, "source": Path(path).name})
     if not out:
         raise InputError(f"{path}: empty file (no FASTA records)")
@@ -70,7 +70,7 @@ def task_records(data_dir: str | os.PathLike, sets: list[str] | None = None) -> 
     for name in sets:
         path = Path(data_dir) / files[name]
         for record, rec in enumerate(read_split(data_dir, files[name], manifest), 1):
-            _check_unique(path, record, rec[0], seen)
+            check_unique(path, record, rec[0], seen)
             row = {"id": rec[0], "seq": rec[1], "source": files[name]}
             if kind == "pair":
                 row.update(labels=rec[2].split(".")[0], sccs=rec[2])
