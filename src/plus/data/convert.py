@@ -6,12 +6,12 @@ CLI: ``plus data convert --task T --source embedded|canonical --raw KEY=PATH ...
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import os
 from pathlib import Path
 
+from plus.arguments import json_object
 from plus.data.converters import DATA
 from plus.data.converters.homology import HOMOLOGY_2_07
 from plus.io import InputError
@@ -90,19 +90,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-contact-maps", action="store_true", help="homology (canonical): skip the PNGs")
     p.add_argument("--homology-2-07", choices=HOMOLOGY_2_07, default=None,
                    help="homology (canonical): test 2.07 = a sample of --n-pairs-test pairs, or all pairs")
-    p.add_argument("--fidelity", type=_json_object, default={},
+    p.add_argument("--fidelity", type=json_object, default={},
                    help="JSON: the task's data_<task>_* reference-fidelity switches")
     p.set_defaults(func=run)
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from exc
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return value
 
 
 def run(args) -> int:
