@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from plus.data import convert as C
-from plus.data.converters import DATA
+from plus.data.converters import DATA, register
 from plus.data.converters.tape import TAPE_RAW_URL
 from plus.data.tasks import (
     LOCALIZATION_CLASSES,
@@ -278,6 +278,27 @@ def test_converter_errors_leave_no_output(tmp_path, task, key, make, needle):
     assert str(bad) in str(err.value)
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]
+
+
+def test_a_registered_task_reaches_the_dispatcher_and_the_cli(tmp_path):
+    """`register` adds a declaration at run time (here solubility's converters under another name)."""
+    declared = list(DATA)
+    register("solubility_copy", DATA["solubility"])
+    try:
+        with pytest.raises(ValueError, match="already declared"):
+            register("solubility_copy", DATA["solubility"])
+        raw = C.embedded_raw("solubility", EMB)
+        m = C.convert_task("solubility_copy", "embedded", raw, tmp_path / "copy", 0, max_train=10)
+        assert m["counts"]["train"] == 10
+        parser = argparse.ArgumentParser()
+        C.add_parser(parser.add_subparsers())
+        args = parser.parse_args(["convert", "--task", "solubility_copy", "--source", "embedded", "--raw",
+                                  *[f"{k}={v}" for k, v in raw.items()], "--outdir", str(tmp_path / "cli")])
+        assert args.func(args) == 0
+        assert load_manifest(tmp_path / "cli")["counts"] == {**m["counts"], "train": EXPECTED["solubility"][0]}
+    finally:
+        del DATA["solubility_copy"]
+    assert list(DATA) == declared
 
 
 def test_missing_raw_key(tmp_path):
