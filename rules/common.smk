@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 from snakemake.utils import validate
 
-from plus.data.convert import DATA as TASK_DATA
+from plus.data.converters import DATA as TASK_DATA
 from plus.data.convert import embedded_raw
 from plus.io import InputError
 from plus.tasks.custom import register as register_custom_task

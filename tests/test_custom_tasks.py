@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from plus import cli
-from plus.data.convert import DATA
+from plus.data.converters import DATA
 from plus.data.tasks import load_manifest, read_split
 from plus.tasks import custom
 from plus.tasks.registry import SUPPORTED, TASKS

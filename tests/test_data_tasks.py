@@ -1,4 +1,5 @@
-"""Task converters and readers (plus.data.convert, plus.data.tasks) on the real embedded data."""
+"""Task converters and readers (plus.data.converters, plus.data.convert, plus.data.tasks) on the real embedded
+data."""
 
 import argparse
 import gzip
@@ -12,6 +13,8 @@ import pytest
 import yaml
 
 from plus.data import convert as C
+from plus.data.converters import DATA, register
+from plus.data.converters.tape import TAPE_RAW_URL
 from plus.data.tasks import (
     LOCALIZATION_CLASSES,
     load_manifest,
@@ -20,7 +23,7 @@ from plus.data.tasks import (
     read_split,
     scop_level,
 )
-from plus.io import InputError
+from plus.io import InputError, read_3line, read_fasta
 
 ROOT = Path(__file__).resolve().parents[1]
 EMB = ROOT / "data" / "embedded"
@@ -44,14 +47,14 @@ def _convert(task, outdir, seed=0, **kw):
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     root = tmp_path_factory.mktemp("tasks")
-    return {task: (root / task, _convert(task, root / task)) for task in C.TASKS}
+    return {task: (root / task, _convert(task, root / task)) for task in list(DATA)}
 
 
 def _all(task_dir, manifest, split):
     return read_split(task_dir, manifest["splits"][split])
 
 
-@pytest.mark.parametrize("task", C.TASKS)
+@pytest.mark.parametrize("task", list(DATA))
 def test_counts_and_disjoint_splits(converted, task):
     task_dir, manifest = converted[task]
     train, dev, tests = EXPECTED[task]
@@ -84,14 +87,14 @@ def test_localization_labels_and_truncation(converted):
     assert test["Q9H400"][2] == LOCALIZATION_CLASSES.index("Cell.membrane") == 0
     assert test["P53747"][2] == 5  # Lysosome/Vacuole-M
     assert sorted({r[2] for r in test.values()}) == list(range(10))
-    dual = [h.split()[0] for _, h, _ in C.read_fasta(EMB / "localization/deeploc_our_val_set.fasta.gz")
+    dual = [h.split()[0] for _, h, _ in read_fasta(EMB / "localization/deeploc_our_val_set.fasta.gz")
             if h.split()[1].startswith("Cytoplasm-Nucleus")]
     assert len(dual) == 23 and m["dropped"] == {}
     assert m["relabelled"] == {"train_fasta: Cytoplasm-Nucleus -> Cytoplasm": len(dual)}
     assert m["fidelity"] == {"data_localization_dual_as_first": True}
     pool = {r[0]: r[2] for f in (m["splits"]["train"], m["splits"]["dev"]) for r in read_split(task_dir, f)}
     assert {pool[k] for k in dual} == {LOCALIZATION_CLASSES.index("Cytoplasm")}
-    raw = {h.split()[0]: s for _, h, s in C.read_fasta(EMB / "localization/deeploc_test_set.fasta.gz")}
+    raw = {h.split()[0]: s for _, h, s in read_fasta(EMB / "localization/deeploc_test_set.fasta.gz")}
     long_ids = [k for k, s in raw.items() if len(s) > 1000]
     assert long_ids and all(test[k][1] == raw[k][:500] + raw[k][-500:] for k in long_ids)
     assert max(len(r[1]) for r in test.values()) == 1000
@@ -130,7 +133,7 @@ def test_transmembrane_records(converted):
         for r in read_split(task_dir, f)
     }
     assert "3D_P60844|2abmA" not in recs  # has L (re-entrant loop) labels: dropped, not relabelled
-    raw = {h: (s, lab) for _, h, s, lab in C.read_3line(EMB / "transmembrane/3D_struct_DB.3line.gz")}
+    raw = {h: (s, lab) for _, h, s, lab in read_3line(EMB / "transmembrane/3D_struct_DB.3line.gz")}
     assert recs["3D_P23979|4pirA"][1:] == raw["3D_P23979|4pirA"]
     assert recs["3D_P23979|4pirA"][2].startswith("O" * 60)
     assert set("".join(r[2] for r in recs.values())) == set("IOM")
@@ -277,6 +280,27 @@ def test_converter_errors_leave_no_output(tmp_path, task, key, make, needle):
     assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]
 
 
+def test_a_registered_task_reaches_the_dispatcher_and_the_cli(tmp_path):
+    """`register` adds a declaration at run time (here solubility's converters under another name)."""
+    declared = list(DATA)
+    register("solubility_copy", DATA["solubility"])
+    try:
+        with pytest.raises(ValueError, match="already declared"):
+            register("solubility_copy", DATA["solubility"])
+        raw = C.embedded_raw("solubility", EMB)
+        m = C.convert_task("solubility_copy", "embedded", raw, tmp_path / "copy", 0, max_train=10)
+        assert m["counts"]["train"] == 10
+        parser = argparse.ArgumentParser()
+        C.add_parser(parser.add_subparsers())
+        args = parser.parse_args(["convert", "--task", "solubility_copy", "--source", "embedded", "--raw",
+                                  *[f"{k}={v}" for k, v in raw.items()], "--outdir", str(tmp_path / "cli")])
+        assert args.func(args) == 0
+        assert load_manifest(tmp_path / "cli")["counts"] == {**m["counts"], "train": EXPECTED["solubility"][0]}
+    finally:
+        del DATA["solubility_copy"]
+    assert list(DATA) == declared
+
+
 def test_missing_raw_key(tmp_path):
     with pytest.raises(InputError, match="missing --raw key"):
         C.convert_task("secstr", "embedded", {"cb513_csv": EMB / "secstr"}, tmp_path / "o", 0)
@@ -285,7 +309,7 @@ def test_missing_raw_key(tmp_path):
 # -- canonical formats (tiny fixtures of real records in the releases' layouts) ----------------------------
 
 CANONICAL_RAW = {
-    "solubility": {k: FIX / "deepsol" / k for k in C.DATA["solubility"].canonical_artefacts},
+    "solubility": {k: FIX / "deepsol" / k for k in DATA["solubility"].canonical_artefacts},
     "localization": {"fasta": FIX / "deeploc_data.fasta"},
     "stability": {"archive": FIX / "stability.tar.gz"},
     "fluorescence": {"archive": FIX / "fluorescence.tar.gz"},
@@ -320,12 +344,12 @@ def _topcons2_sets() -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-@pytest.mark.parametrize("task", C.TASKS)
+@pytest.mark.parametrize("task", list(DATA))
 def test_canonical_converters(tmp_path, task):
     m = C.convert_task(task, "canonical", CANONICAL_RAW[task], tmp_path / task, 0)
     counts = (m["counts"]["train"], m["counts"]["dev"], m["counts"]["test"])
     assert counts == CANONICAL_COUNTS[task]
-    expected = C.DATA[task].expected_counts
+    expected = DATA[task].expected_counts
     assert set(expected["test"]) == set(m["splits"]["test"])
     data = load_task(tmp_path / task)
     assert all(len(data.read(f)) == n for f, n in zip(data.tests.values(), counts[2].values(), strict=True))
@@ -403,7 +427,7 @@ def test_cli(tmp_path):
 
 
 def _dual_records(path) -> list[str]:
-    return [h.split()[0] for _, h, _ in C.read_fasta(path) if h.split()[1].startswith("Cytoplasm-Nucleus")]
+    return [h.split()[0] for _, h, _ in read_fasta(path) if h.split()[1].startswith("Cytoplasm-Nucleus")]
 
 
 @pytest.mark.parametrize("source", ["embedded", "canonical"])
@@ -518,7 +542,7 @@ def test_config_downloads_the_pytorch_tape_archives():
     for artefact, name in [("tape_stability", "stability"), ("tape_fluorescence", "fluorescence"),
                            ("tape_secondary_structure", "secondary_structure")]:
         urls = config[artefact].get("urls") or [config[artefact]["url"]]
-        assert urls == [C.TAPE_RAW_URL.format(name)]
+        assert urls == [TAPE_RAW_URL.format(name)]
 
 
 def test_tape_member_that_is_a_gzip_file_is_named(tmp_path):

@@ -326,14 +326,19 @@ def test_deterministic_and_seeded(tmp_path):
 def test_cli_table_headline_and_forest_plot(solubility, tmp_path):
     parser = argparse.ArgumentParser(prog="plus")
     cli.add_parser(parser.add_subparsers(dest="command", required=True))
+
+    def run(argv):
+        args = parser.parse_args(argv)
+        args.func(args)
+
     out = tmp_path / "out"
-    cli.run(parser.parse_args(["effects", "--task", "solubility", "--runs", *solubility.values(), "--n-boot", "300",
-                               "--out-csv", str(out / "solubility.csv")]))
-    cli.run(parser.parse_args(["effects", "--task", "stability", "--runs", "--out-csv", str(out / "stability.csv")]))
-    args = ["effects-table", "--effects", str(out / "solubility.csv"), str(out / "stability.csv"),
+    run(["effects", "--task", "solubility", "--runs", *solubility.values(), "--n-boot", "300",
+         "--out-csv", str(out / "solubility.csv")])
+    run(["effects", "--task", "stability", "--runs", "--out-csv", str(out / "stability.csv")])
+    argv = ["effects-table", "--effects", str(out / "solubility.csv"), str(out / "stability.csv"),
             "--out-csv", str(out / "all.csv"), "--out-md", str(out / "all.md"), "--out-html", str(out / "all.html"),
             "--out-headline", str(out / "headline.rst")]
-    cli.run(parser.parse_args(args))
+    run(argv)
     df = effects.read_effects(out / "all.csv")
     assert list(df["contrast"]) == ["plus - mlm_only", "plus - none", "mlm_only - none"]  # stability: no runs
     headline = (out / "headline.rst").read_text()
@@ -349,8 +354,8 @@ def test_cli_table_headline_and_forest_plot(solubility, tmp_path):
                       "Verdict"]
     page = (out / "all.html").read_text()
     assert "<li>SFP improves on MLM-only pre-training (plus − mlm_only) in 1 of 1 tasks" in page
-    cli.run(parser.parse_args(["plot", "effects", "--effects", str(out / "all.csv"), "--out-png", str(out / "f.png"),
-                               "--out-svg", str(out / "f.svg")]))
+    run(["plot", "effects", "--effects", str(out / "all.csv"), "--out-png", str(out / "f.png"),
+         "--out-svg", str(out / "f.svg")])
     svg = (out / "f.svg").read_text()
     assert "solubility: accuracy" in svg and "deepsol: plus − none" in svg and "CI excludes 0" in svg
     assert (out / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -409,9 +409,10 @@ def test_cli_tables_and_plot(secstr_runs, tmp_path):
     args.func(args)
     summary = tables.read_table(out / "summary.csv")
     assert _row(summary, kind="run", ablation="plus")["secstr:cb513/acc3/published"] == 0.8
+    args = parser.parse_args(["tables-summary", "--tables", "x/table.csv", "--out-csv", "a", "--out-md", "b"])
     with pytest.raises(InputError, match="TASK=CSV"):
-        cli.run(parser.parse_args(["tables-summary", "--tables", "x/table.csv", "--out-csv", "a",
-                                   "--out-md", "b"]))
+        args.func(args)
+    args = parser.parse_args(["tables", "--task", "secstr", "--test-set-map", "cb513", "--out-csv", "a",
+                              "--out-md", "b"])
     with pytest.raises(InputError, match="KEY=VALUE"):
-        cli.run(parser.parse_args(["tables", "--task", "secstr", "--test-set-map", "cb513", "--out-csv", "a",
-                                   "--out-md", "b"]))
+        args.func(args)

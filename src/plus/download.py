@@ -437,3 +437,39 @@ def check(entries: list[str], log=print) -> int:
     for row in rows:
         log("\t".join(row))
     return bad
+
+
+def add_parser(subparsers) -> None:
+    """`plus download`."""
+    p = subparsers.add_parser(
+        "download",
+        help="fetch one artefact from its mirrors in turn, or verify a local copy (resume, checks, atomic)",
+    )
+    p.add_argument("--url", action="append", default=[], help="a mirror; repeat it: tried in the given order")
+    p.add_argument("--path", help="a local copy: verified, then linked or copied to --out (no download)")
+    p.add_argument("--out")
+    p.add_argument("--sha256", default="", help="expected sha256 (empty: record it on first download)")
+    p.add_argument("--gzip", action="store_true", help="check the gzip stream (automatic for *.gz outputs)")
+    p.add_argument("--retries", type=int, default=5, help="attempts per mirror (a broken transfer resumes)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds without data before an attempt fails")
+    p.add_argument("--check", nargs="*", metavar="FILE[=SHA256]",
+                   help="print source, size and sha256 of downloaded files (vs the pinned sha256)")
+    p.set_defaults(func=run, usage_error=p.error)
+
+
+def run(a) -> None:
+    if a.check is not None:
+        if a.url or a.path or a.out:
+            a.usage_error("--check takes no --url, --path or --out")
+        bad = check(a.check)
+        if bad:
+            raise InputError(f"{bad} file(s) differ from the sha256 pinned in the config")
+        return
+    if not a.out or not (a.url or a.path):
+        a.usage_error("give --out and --url (repeatable) or --path")
+    if a.path:
+        if a.url:
+            print(f"local copy {a.path} given: the {len(a.url)} mirror URL(s) are not used", file=sys.stderr)
+        use_local(a.path, a.out, a.sha256.strip(), a.gzip)
+    else:
+        download(a.url, a.out, a.sha256.strip(), a.retries, a.timeout, is_gzip=a.gzip)

@@ -25,10 +25,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from plus.arguments import hparams_json
 from plus.data.alphabet import encode
-from plus.data.tasks import _check_seq, _check_unique, load_manifest, read_split
+from plus.data.tasks import check_seq, check_unique, load_manifest, read_split
 from plus.io import InputError, atomic_path, read_fasta
 
 FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5"}
@@ -40,8 +40,8 @@ def fasta_records(path: str | os.PathLike) -> list[dict]:
     out, seen = [], set()
     for record, header, seq in read_fasta(path):
         ident = header.split()[0]
-        _check_unique(path, record, ident, seen)
-        _check_seq(path, record, ident, seq)
+        check_unique(path, record, ident, seen)
+        check_seq(path, record, ident, seq)
         out.append({"id": ident, "seq": seq, "source": Path(path).name})
     if not out:
         raise InputError(f"{path}: empty file (no FASTA records)")
@@ -70,7 +70,7 @@ def task_records(data_dir: str | os.PathLike, sets: list[str] | None = None) -> 
     for name in sets:
         path = Path(data_dir) / files[name]
         for record, rec in enumerate(read_split(data_dir, files[name], manifest), 1):
-            _check_unique(path, record, rec[0], seen)
+            check_unique(path, record, rec[0], seen)
             row = {"id": rec[0], "seq": rec[1], "source": files[name]}
             if kind == "pair":
                 row.update(labels=rec[2].split(".")[0], sccs=rec[2])
@@ -110,25 +110,27 @@ def load_encoder(path: str | os.PathLike, model_cfg: dict | None = None, fidelit
 
 
 # ------------------------------------------------------------------ embedding
-@torch.inference_mode()
 def embed_batch(encoder, seqs: list[str], has_z: bool, device) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """(h (L, D), z (L, E) or None) per sequence, float32."""
+    """(h (L, D), z (L, E) or None) per sequence, float32, without gradients."""
+    import torch
+
     from plus.models import PlusRNN, collate_rnn, tfm_single_input
 
     tokens = [encode(s) for s in seqs]
-    if isinstance(encoder, PlusRNN):
-        x, lengths = collate_rnn(tokens)
-        h = encoder(x.to(device), lengths.to(device))
-        n = [len(t) for t in tokens]
-    else:
-        max_len = min(encoder.transformer.embed.pos_embed.pe.shape[1] - 3, max(map(len, tokens)) + 2)
-        arrays = [tfm_single_input(t, max_len) for t in tokens]
-        x, seg, mask = (torch.as_tensor(np.stack(a)).to(device) for a in zip(*arrays))
-        h = encoder(x, seg, mask)[:, 1:]
-        n = [min(len(t), max_len - 2) for t in tokens]
-    z = encoder.project(h) if has_z else None
-    return [(h[i, :k].float().cpu().numpy(), None if z is None else z[i, :k].float().cpu().numpy())
-            for i, k in enumerate(n)]
+    with torch.inference_mode():
+        if isinstance(encoder, PlusRNN):
+            x, lengths = collate_rnn(tokens)
+            h = encoder(x.to(device), lengths.to(device))
+            n = [len(t) for t in tokens]
+        else:
+            max_len = min(encoder.transformer.embed.pos_embed.pe.shape[1] - 3, max(map(len, tokens)) + 2)
+            arrays = [tfm_single_input(t, max_len) for t in tokens]
+            x, seg, mask = (torch.as_tensor(np.stack(a)).to(device) for a in zip(*arrays))
+            h = encoder(x, seg, mask)[:, 1:]
+            n = [min(len(t), max_len - 2) for t in tokens]
+        z = encoder.project(h) if has_z else None
+        return [(h[i, :k].float().cpu().numpy(), None if z is None else z[i, :k].float().cpu().numpy())
+                for i, k in enumerate(n)]
 
 
 def embed_records(encoder, records: list[dict], has_z: bool, device, batch_size: int = 32,
@@ -194,6 +196,8 @@ def embed(out, model_path, hparams: dict | None = None, fasta=None, data=None, s
           pooled_only: bool = False, threads: int | None = None) -> dict[str, np.ndarray]:
     """Embed a FASTA file or a task directory's sequences with the checkpoint `model_path` into `out`.
     `hparams` may give `model` (the model config; needed for PLUS-TFM) and `fidelity` (TFM layer norm)."""
+    import torch
+
     output_format(out)
     if (fasta is None) == (data is None):
         raise InputError("give exactly one of a FASTA file or a task data directory")
@@ -209,3 +213,25 @@ def embed(out, model_path, hparams: dict | None = None, fasta=None, data=None, s
     print(f"embedded {len(records)} sequences ({int(arrays['lengths'].sum())} residues) on {device} -> {out}",
           file=sys.stderr)
     return arrays
+
+
+def add_parser(subparsers) -> None:
+    """`plus embed` (torch is imported when the command runs, not when the parser is built)."""
+    p = subparsers.add_parser("embed", help="per-residue and pooled embeddings (h, z) of sequences, .npz or .h5")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--fasta", help="FASTA file (ids = first header word)")
+    src.add_argument("--data", help="converted task directory (manifest.json), e.g. results/data/homology")
+    p.add_argument("--sets", nargs="*", help="with --data: sequence sets (default: the test sets)")
+    p.add_argument("--model", required=True, help="model.pt of plus pretrain/finetune, or a reference state_dict")
+    p.add_argument("--hparams", type=hparams_json, default=None,
+                   help="JSON with `model` (needed for PLUS-TFM; PLUS-RNN sizes are read off the weights)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--pooled-only", action="store_true", help="leave out the per-residue h and z")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--out", required=True, help=".npz, or .h5/.hdf5 (needs h5py)")
+    p.set_defaults(func=run)
+
+
+def run(a) -> None:
+    embed(a.out, a.model, a.hparams, fasta=a.fasta, data=a.data, sets=a.sets, batch_size=a.batch_size,
+          pooled_only=a.pooled_only, threads=a.threads)

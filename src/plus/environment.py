@@ -174,10 +174,10 @@ def warn_drift() -> dict:
 def add_parser(subparsers) -> None:
     """`plus environment`: this installation against its lock (exit 1 when a package every job checks differs)."""
     p = subparsers.add_parser("environment", help="installed versions against the lock (what every job checks)")
-    p.set_defaults(func=_report)
+    p.set_defaults(func=run)
 
 
-def _report(args) -> None:
+def run(args) -> None:
     record = environment_record()
     if record.get("lock_error"):
         raise SystemExit(f"error: {record['lock_error']}")

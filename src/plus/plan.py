@@ -53,9 +53,23 @@ def dry_run_jobs(workdir: Path, snakefile: Path, configfiles: list[Path], target
     return jobs
 
 
+def _custom_size(spec: dict) -> dict:
+    """A user's task's sizes, read off its CSVs (custom_tasks: entry)."""
+    from plus.data.converters.custom import read_csv
+
+    tests = spec["test"] if isinstance(spec["test"], dict) else {"test": spec["test"]}
+    train = read_csv(Path(spec["train"]), spec["kind"], "train")
+    test = [r for path in tests.values() for r in read_csv(Path(path), spec["kind"], "test")]
+    return {"train_examples": len(train), "test_examples": len(test),
+            "mean_length": sum(len(r[1]) for r in train) / len(train)}
+
+
 def _size(config: dict, task: str) -> dict:
-    """train/test examples and mean length of a task: config plan.tasks.<task> (the manifests hold no lengths)."""
+    """train/test examples and mean length of a task: config plan.tasks.<task> (the manifests hold no lengths),
+    or a user's task's CSVs."""
     sizes = (config.get("plan") or {}).get("tasks", {}).get(task)
+    if not sizes and task in (config.get("custom_tasks") or {}):
+        return _custom_size(config["custom_tasks"][task])
     if not sizes or any(sizes.get(k) is None for k in ("train_examples", "test_examples", "mean_length")):
         raise InputError(f"plan.tasks.{task}: no data sizes (train_examples, test_examples, mean_length)")
     return sizes

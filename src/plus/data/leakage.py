@@ -26,6 +26,7 @@ import numpy as np
 
 from plus.data.alphabet import RESIDUES, decode, encode
 from plus.data.tasks import load_task
+from plus.html_table import html_page
 from plus.io import InputError, atomic_write, read_json
 
 COLUMNS = ("task", "test_set", "n_set", "n_test", "n_with_hit", "fraction", "evalue_max", "min_identity",
@@ -248,8 +249,6 @@ def _summary_line(rows: list[dict]) -> str:
 
 def to_html(rows: list[dict]) -> str:
     """The audit table as an HTML page for the Snakemake report."""
-    from plus.report.tables import html_page
-
     header = ["Task", "Test set", "Audited / in set", "With close homolog", "Fraction"]
     cells = [[r["task"], r["test_set"], f"{r['n_test']} / {r['n_set']}", str(r["n_with_hit"]),
               f"{r['fraction']:.3f}"] for r in rows]

@@ -727,6 +727,7 @@ def add_parser(subparsers) -> None:
     pre.add_argument("--n-val-pairs", type=int, default=10000)
     pre.add_argument("--pair-seed", type=int, default=None)
     pre.add_argument("--workers", type=int, default=2, help="block-parsing processes (outputs do not vary)")
+    parser.set_defaults(func=run)
 
 
 def run(args) -> None:

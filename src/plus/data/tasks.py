@@ -56,14 +56,16 @@ def _check_sccs(path, record, ident, sccs) -> None:
         raise InputError(f"{path}: record {record} ({ident}): {sccs!r} is not a SCOP sccs code like a.1.1.1")
 
 
-def _check_seq(path, record, ident, seq) -> None:
+def check_seq(path, record, ident, seq) -> None:
+    """InputError naming the file and record unless `seq` is a non-empty run of letters."""
     if not seq:
         raise InputError(f"{path}: record {record} ({ident}): empty sequence")
     if not seq.isalpha():
         raise InputError(f"{path}: record {record} ({ident}): sequence has non-letter characters")
 
 
-def _check_unique(path, record, ident, seen: set) -> None:
+def check_unique(path, record, ident, seen: set) -> None:
+    """InputError naming the file and record when `ident` is in `seen`; else adds it."""
     if ident in seen:
         raise InputError(f"{path}: record {record} ({ident}): duplicate identifier")
     seen.add(ident)
@@ -136,8 +138,8 @@ def read_protein(path: str | os.PathLike, labels: list[str] | None) -> list[tupl
         ident = fields[0]
         if len(fields) < 2:
             raise InputError(f"{path}: record {record} ({ident}): no label in the header")
-        _check_unique(path, record, ident, seen)
-        _check_seq(path, record, ident, seq)
+        check_unique(path, record, ident, seen)
+        check_seq(path, record, ident, seq)
         if labels is None:
             try:
                 label = float(fields[1])
@@ -163,8 +165,8 @@ def read_residue(path: str | os.PathLike, label_chars: str) -> list[tuple[str, s
     out, seen = [], set()
     for record, header, seq, labels in read_3line(path):
         ident = header.split()[0] if header.split() else "?"
-        _check_unique(path, record, ident, seen)
-        _check_seq(path, record, ident, seq)
+        check_unique(path, record, ident, seen)
+        check_seq(path, record, ident, seq)
         bad = set(labels) - set(label_chars)
         if bad:
             raise InputError(
@@ -182,9 +184,9 @@ def read_domains(path: str | os.PathLike) -> list[tuple[str, str, str]]:
         ident = fields[0]
         if len(fields) < 2:
             raise InputError(f"{path}: record {record} ({ident}): no sccs label in the header")
-        _check_unique(path, record, ident, seen)
+        check_unique(path, record, ident, seen)
         _check_sccs(path, record, ident, fields[1])
-        _check_seq(path, record, ident, seq)
+        check_seq(path, record, ident, seq)
         out.append((ident, fields[1], seq.upper()))
     return _nonempty(path, out)
 
@@ -210,7 +212,7 @@ def read_pairs(path: str | os.PathLike) -> list[tuple[str, str, str, str, int]]:
             )
         id_a, id_b, seq_a, seq_b, level = (fields[c].strip() for c in cols)
         for ident, seq in ((id_a, seq_a), (id_b, seq_b)):
-            _check_seq(path, f"{record} (line {line_no})", ident, seq)
+            check_seq(path, f"{record} (line {line_no})", ident, seq)
         if level not in ("0", "1", "2", "3", "4"):
             raise InputError(
                 f"{path}: record {record} (line {line_no}, {id_a}/{id_b}): similarity {level!r} "

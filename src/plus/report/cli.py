@@ -35,7 +35,7 @@ def _task_tables(items) -> dict[str, str]:
 
 
 def add_parser(subparsers) -> None:
-    """Register the report subcommands on an argparse subparsers object (each sets func=run)."""
+    """Register the report subcommands on an argparse subparsers object (each sets its own func)."""
     p = subparsers.add_parser("tables", help="paper-style table of one task from run metrics.json files")
     p.add_argument("--task", required=True)
     p.add_argument("--runs", nargs="*", default=[], help="fine-tuning metrics.json files that exist")
@@ -50,7 +50,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
-    p.set_defaults(func=run, report_command="tables")
+    p.set_defaults(func=run_tables)
 
     p = subparsers.add_parser("tables-summary", help="seven-task summary table from the task tables")
     p.add_argument("--tables", nargs="+", required=True, metavar="[TASK=]CSV",
@@ -59,7 +59,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
-    p.set_defaults(func=run, report_command="tables-summary")
+    p.set_defaults(func=run_tables_summary)
 
     p = subparsers.add_parser("tables-pretraining", help="MLM/SFP accuracy table from pre-training runs")
     p.add_argument("--runs", nargs="*", default=[])
@@ -71,7 +71,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
-    p.set_defaults(func=run, report_command="tables-pretraining")
+    p.set_defaults(func=run_tables_pretraining)
 
     p = subparsers.add_parser("effects", help="paired bootstrap effects of the ablation contrasts of one task")
     p.add_argument("--task", required=True)
@@ -81,7 +81,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0; written in the table)")
     p.add_argument("--threads", type=int, default=1, help="processes bootstrapping runs in parallel")
     p.add_argument("--out-csv", required=True)
-    p.set_defaults(func=run, report_command="effects")
+    p.set_defaults(func=run_effects)
 
     p = subparsers.add_parser("effects-table", help="merge per-task effects into the ablation-effects table")
     p.add_argument("--effects", nargs="+", required=True, help="CSVs from `plus effects`")
@@ -90,7 +90,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
     p.add_argument("--out-headline", help="the headline paragraphs as reStructuredText (the report includes it)")
-    p.set_defaults(func=run, report_command="effects-table")
+    p.set_defaults(func=run_effects_table)
 
     p = subparsers.add_parser("plot", help="figures (PNG + SVG)")
     kinds = p.add_subparsers(dest="plot_kind", required=True)
@@ -98,71 +98,106 @@ def add_parser(subparsers) -> None:
     k.add_argument("--task", required=True)
     k.add_argument("--runs", nargs="+", required=True)
     k.add_argument("--metrics", nargs="*")
+    k.set_defaults(func=run_plot_ablation)
     k = kinds.add_parser("pretrain-curves", help="loss, MLM and SFP accuracy vs step")
     k.add_argument("--curves", nargs="+", required=True)
+    k.set_defaults(func=run_plot_pretrain_curves)
     k = kinds.add_parser("finetune-curves", help="train/dev loss vs epoch of one task")
     k.add_argument("--task", required=True)
     k.add_argument("--curves", nargs="+", required=True)
+    k.set_defaults(func=run_plot_finetune_curves)
     k = kinds.add_parser("effects", help="forest plot of the ablation effects with their CIs, per task")
     k.add_argument("--effects", required=True, help="ablation_effects.csv from `plus effects-table`")
+    k.set_defaults(func=run_plot_effects)
     k = kinds.add_parser("embeddings", help="2-D PCA of pooled embeddings coloured by SCOP class")
     k.add_argument("--npz", required=True)
     k.add_argument("--title")
+    k.set_defaults(func=run_plot_embeddings)
     for k in kinds.choices.values():
         k.add_argument("--out-png", required=True)
         k.add_argument("--out-svg", required=True)
-        k.set_defaults(func=run, report_command="plot")
 
     p = subparsers.add_parser("provenance", help="merge every run's provenance into one JSON (and CSV)")
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json or run_info.json files")
     p.add_argument("--out", required=True)
     p.add_argument("--out-csv")
     p.add_argument("--out-note", help="the environment note as HTML (lock digest, runs that differ)")
-    p.set_defaults(func=run, report_command="provenance")
+    p.set_defaults(func=run_provenance)
 
 
-def run(args: argparse.Namespace) -> None:
-    from plus.report import plots, provenance, tables
+def run_tables(args: argparse.Namespace) -> None:
+    from plus.report import tables
 
-    cmd = args.report_command
-    if cmd == "tables":
-        df = tables.build_task_table(args.task, args.runs, args.baselines, args.published,
-                                     _pairs(args.test_set_map, "--test-set-map"),
-                                     _pairs(args.model_label, "--model-label"), expected_runs=args.expected)
-        tables.write_table(df, args.out_csv, args.out_md, args.title or f"{args.task}", args.out_html)
-    elif cmd == "tables-summary":
-        df = tables.build_summary_table(_task_tables(args.tables))
-        tables.write_table(df, args.out_csv, args.out_md, args.title or "Seven-task summary", args.out_html,
-                           tables.SUMMARY_LAYOUT)
-    elif cmd == "tables-pretraining":
-        df = tables.build_pretraining_table(args.runs, args.expected, args.published,
-                                            _pairs(args.test_set_map, "--test-set-map"),
-                                            _pairs(args.model_label, "--model-label"))
-        tables.write_table(df, args.out_csv, args.out_md, args.title or "Pre-training", args.out_html,
-                           tables.PRETRAINING_LAYOUT)
-    elif cmd == "effects":
-        from plus.report import effects
+    df = tables.build_task_table(args.task, args.runs, args.baselines, args.published,
+                                 _pairs(args.test_set_map, "--test-set-map"),
+                                 _pairs(args.model_label, "--model-label"), expected_runs=args.expected)
+    tables.write_table(df, args.out_csv, args.out_md, args.title or f"{args.task}", args.out_html)
 
-        df = effects.ablation_effects(args.task, args.runs, n_boot=args.n_boot, seed=args.seed,
-                                      workers=args.threads)
-        effects.write_effects(df, args.out_csv)
-    elif cmd == "effects-table":
-        from plus.report import effects
 
-        effects.write_effects(effects.read_effects(args.effects), args.out_csv, args.out_md, args.out_html,
-                              args.out_headline, title=args.title)
-    elif cmd == "plot" and args.plot_kind == "effects":
-        plots.plot_effects(args.effects, args.out_png, args.out_svg)
-    elif cmd == "plot" and args.plot_kind == "ablation":
-        plots.plot_ablation(args.task, args.runs, args.out_png, args.out_svg, args.metrics or None)
-    elif cmd == "plot" and args.plot_kind == "pretrain-curves":
-        plots.plot_pretrain_curves(args.curves, args.out_png, args.out_svg)
-    elif cmd == "plot" and args.plot_kind == "finetune-curves":
-        plots.plot_finetune_curves(args.task, args.curves, args.out_png, args.out_svg)
-    elif cmd == "plot" and args.plot_kind == "embeddings":
-        plots.plot_embeddings(args.npz, args.out_png, args.out_svg, args.title)
-    elif cmd == "provenance":
-        merged = provenance.merge_provenance(args.runs, args.out, args.out_csv, args.out_note)
-        print("\n".join(merged["environment"]["lines"]))
-    else:
-        raise InputError(f"unknown report command {cmd!r}")
+def run_tables_summary(args: argparse.Namespace) -> None:
+    from plus.report import tables
+
+    df = tables.build_summary_table(_task_tables(args.tables))
+    tables.write_table(df, args.out_csv, args.out_md, args.title or "Seven-task summary", args.out_html,
+                       tables.SUMMARY_LAYOUT)
+
+
+def run_tables_pretraining(args: argparse.Namespace) -> None:
+    from plus.report import tables
+
+    df = tables.build_pretraining_table(args.runs, args.expected, args.published,
+                                        _pairs(args.test_set_map, "--test-set-map"),
+                                        _pairs(args.model_label, "--model-label"))
+    tables.write_table(df, args.out_csv, args.out_md, args.title or "Pre-training", args.out_html,
+                       tables.PRETRAINING_LAYOUT)
+
+
+def run_effects(args: argparse.Namespace) -> None:
+    from plus.report import effects
+
+    df = effects.ablation_effects(args.task, args.runs, n_boot=args.n_boot, seed=args.seed, workers=args.threads)
+    effects.write_effects(df, args.out_csv)
+
+
+def run_effects_table(args: argparse.Namespace) -> None:
+    from plus.report import effects
+
+    effects.write_effects(effects.read_effects(args.effects), args.out_csv, args.out_md, args.out_html,
+                          args.out_headline, title=args.title)
+
+
+def run_plot_ablation(args: argparse.Namespace) -> None:
+    from plus.report import plots
+
+    plots.plot_ablation(args.task, args.runs, args.out_png, args.out_svg, args.metrics or None)
+
+
+def run_plot_pretrain_curves(args: argparse.Namespace) -> None:
+    from plus.report import plots
+
+    plots.plot_pretrain_curves(args.curves, args.out_png, args.out_svg)
+
+
+def run_plot_finetune_curves(args: argparse.Namespace) -> None:
+    from plus.report import plots
+
+    plots.plot_finetune_curves(args.task, args.curves, args.out_png, args.out_svg)
+
+
+def run_plot_effects(args: argparse.Namespace) -> None:
+    from plus.report import plots
+
+    plots.plot_effects(args.effects, args.out_png, args.out_svg)
+
+
+def run_plot_embeddings(args: argparse.Namespace) -> None:
+    from plus.report import plots
+
+    plots.plot_embeddings(args.npz, args.out_png, args.out_svg, args.title)
+
+
+def run_provenance(args: argparse.Namespace) -> None:
+    from plus.report import provenance
+
+    merged = provenance.merge_provenance(args.runs, args.out, args.out_csv, args.out_note)
+    print("\n".join(merged["environment"]["lines"]))

@@ -47,8 +47,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from plus.html_table import html_page
 from plus.io import InputError, atomic_write, read_json
-from plus.report.tables import headline_test_set, html_page, read_run_metrics
+from plus.report.tables import headline_test_set, read_run_metrics
 from plus.tasks.registry import TASKS, Task
 
 # (A, B) ablation pairs, A - B; the phrase says what "A better than B" means for the paper's question.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from plus.arguments import hparams_json
 from plus.data.tasks import load_manifest, read_split
 from plus.io import write_json
 from plus.tasks import metrics as M
@@ -96,3 +97,25 @@ def phmmer(data_dir, out_metrics, cpus: int = 2, fidelity: dict | None = None) -
                "description": "pyhmmer phmmer bit score of A against B (E <= 1000 reported; no hit = lowest)"}
     write_json(out_metrics, metrics)
     return metrics
+
+
+def add_parser(subparsers) -> None:
+    """`plus baseline`."""
+    p = subparsers.add_parser("baseline", help="trivial per-task baseline, or phmmer for homology")
+    p.add_argument("--task", required=True)
+    p.add_argument("--kind", choices=["trivial", "phmmer"], required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out-metrics", required=True)
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--fidelity", type=hparams_json, default={})
+    p.set_defaults(func=run)
+
+
+def run(a) -> None:
+    if a.kind not in get_task(a.task).baselines:
+        raise SystemExit(f"error: the {a.kind} baseline does not apply to {a.task} "
+                         f"(its baselines: {', '.join(get_task(a.task).baselines)})")
+    if a.kind == "phmmer":
+        phmmer(a.data, a.out_metrics, a.cpus, a.fidelity)
+    else:
+        trivial(a.task, a.data, a.out_metrics, a.fidelity)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from plus.data.convert import DATA, TaskData
+from plus.data.converters import DATA, TaskData
+from plus.data.converters import register as register_data
 from plus.data.converters.custom import csv_converter
 from plus.io import InputError
 from plus.tasks import metrics as M
@@ -71,7 +72,8 @@ def register(name: str, kind: str) -> Task:
         raise InputError(f"{name!r} is a paper task's name; choose another name")
     data_kind, fields = KINDS[kind]
     converter = csv_converter(name, kind)
-    DATA[name] = TaskData(data_kind, converter, converter, {}, {}, {})
+    DATA.pop(name, None)  # registered again (a workflow parsed twice in one process): the new definition
+    register_data(name, TaskData(data_kind, converter, converter, {}, {}, {}))
     TASKS[name] = Task(name, **_COMMON, **fields)
     SUPPORTED.update((name, family) for family in FAMILIES)  # every model family, as the paper's tasks
     return TASKS[name]

@@ -1,9 +1,9 @@
 """The one task registry: each task's facts and behaviour, as fields and functions of its entry (spec §3).
 
 Training, evaluation, baselines, tables, plots, effects and the rules read a task through its entry; no code
-outside ``plus.tasks`` and the converters (``plus.data.convert``, which declares each task's data and raw
-files) compares a task's name. Adding a task is one entry here plus its converters and their ``DATA``
-declaration (tests/test_registry.py checks that nothing else names a task).
+outside ``plus.tasks`` and the converters (``plus.data.converters``, whose modules declare each task's data and
+raw files) compares a task's name. Adding a task is one entry here plus one converter module with its
+``TaskData`` declaration in ``DATA`` (tests/test_registry.py checks that nothing else names a task).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from plus.data.convert import DATA
+from plus.data.converters import DATA
 from plus.tasks import metrics as M
 
 

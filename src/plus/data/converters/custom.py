@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from plus.data.convert import _protein_task, _residue_task, split_groups, subsample
+from plus.data.converters.common import Converted, split_groups, subsample, write_split_task
 from plus.io import InputError, iter_lines
 
 DEV_FRACTION = 0.1
@@ -130,13 +130,12 @@ def csv_converter(task: str, kind: str) -> Callable:
         test = {name: _encode(path, read_csv(path, kind, name), kind, classes) for name, path in tests.items()}
         rules = {"splits": f"train, test as given; {dev_rule}", "max_train": "seeded sample of the training split",
                  "labels": "classes (residue states) of the training CSV, sorted"}
-        notes = f"a user's task (custom_tasks: {task}, kind {kind})"
-        common = ("custom", raw, rules, notes, seed, max_train)
-        if kind == "residue_classification":
-            return _residue_task(task, outdir, classes, "".join(classes), subsample(train, max_train, seed), dev,
-                                 test, *common)
-        return _protein_task(task, outdir, classes if kind == "protein_classification" else None,
-                             subsample(train, max_train, seed), dev, test, *common)
+        residue = kind == "residue_classification"
+        return write_split_task(outdir, "residue" if residue else "protein", Converted(
+            task, "custom", raw, seed, max_train, None if kind == "protein_regression" else classes,
+            train=subsample(train, max_train, seed), dev=dev, tests=test, rules=rules,
+            notes=f"a user's task (custom_tasks: {task}, kind {kind})",
+            extra={"task_kind": kind, **({"label_chars": "".join(classes)} if residue else {})}))
 
     convert.__doc__ = f"A user's {kind} task {task!r}: train/test/dev CSVs (sequence,label)."
     return convert
