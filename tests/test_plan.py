@@ -2,6 +2,7 @@
 done here by hand from the test's own config; bad input stops with one line naming the key."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,35 @@ def test_residue_counts_in_chunks_equal_one_bincount(tmp_path):
     expected = np.bincount(np.asarray(tokens[:end]), minlength=22)
     assert np.array_equal(residue_counts(tokens, end, chunk=4096), expected)
     assert residue_counts(tokens, end, chunk=4096).sum() == end
+
+
+def test_plan_reads_a_corpus_stats_json_only_when_made_with_the_config_settings(tmp_path):
+    """A corpus another config built in the same directory (say the demo's) must not price this config's DAG."""
+    pf = yaml.safe_load((ROOT / "demo/config.yaml").read_text())["pfam"]
+    params = {"seed": pf["split_seed"], "test_fraction": pf["test_fraction"], "val_fraction": pf["val_fraction"],
+              "max_len": pf["variants"]["rnn"]["max_len"], "min_len": pf["min_len"],
+              "min_family_size": pf["min_family_size"]}
+    stats = tmp_path / "results/pfam/rnn/stats.json"
+    stats.parent.mkdir(parents=True)
+    for made, expected in [({**params, "min_family_size": params["min_family_size"] + 1}, 2 * 1000 * 200.0),
+                           (params, 2 * 7 * 50.0)]:
+        stats.write_text(json.dumps({"params": made, "after_family_filter": {"train": 7, "train_tokens": 350}}))
+        work = tmp_path / f"w{len(list(tmp_path.glob('w*')))}"
+        work.mkdir()
+        (work / "results").symlink_to(tmp_path / "results")
+        proc, rows = run_plan(work, TINY)
+        assert proc.returncode == 0, proc.stderr
+        epochs = yaml.safe_load((ROOT / "demo/config.yaml").read_text())["pretrain"]["rnn"]["epochs"]
+        assert int(rows["pretrain[model=plus-rnn_tiny,ablation=plus]"]["tokens"]) == round(expected * epochs)
+
+
+def test_plan_sizes_a_users_task_from_its_csvs(tmp_path):
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("sequence,label\nMKVLA,a\nMKL,b\nMKWWWWW,a\n")
+    test.write_text("sequence,label\nMKV,a\nMKLL,b\n")
+    overlay = {**TINY, "tasks": ["mine"],
+               "custom_tasks": {"mine": {"kind": "protein_classification", "train": str(train), "test": str(test)}}}
+    proc, rows = run_plan(tmp_path / "w", overlay) if (tmp_path / "w").mkdir() is None else (None, None)
+    assert proc.returncode == 0, proc.stderr
+    ev = rows["evaluate[model=plus-rnn_tiny,ablation=plus,task=mine]"]
+    assert int(ev["tokens"]) == round(2 * (5 + 3 + 7) / 3)  # test examples x the training CSV's mean length

@@ -75,14 +75,26 @@ def _size(config: dict, task: str) -> dict:
     return sizes
 
 
+def _corpus_params(config: dict, variant: str) -> dict:
+    """The preprocessing settings of a Pfam variant, as its stats.json records them."""
+    pf, filters = config["pfam"], config["pfam"]["variants"][variant].get("filters", True)
+    return {"seed": pf["split_seed"], "test_fraction": pf["test_fraction"], "val_fraction": pf["val_fraction"],
+            "max_len": config["pfam"]["variants"][variant].get("max_len"),
+            "min_len": pf["min_len"] if filters else 1, "min_family_size": pf["min_family_size"] if filters else 1}
+
+
 def _corpus(config: dict, workdir: Path, variant: str) -> tuple[int, float]:
-    """(training sequences, mean length) of a Pfam variant: its stats.json, else config plan.pfam."""
+    """(training sequences, mean length) of a Pfam variant: its stats.json when it was made with this config's
+    settings (not, say, the demo's corpus in the same directory), else config plan.pfam."""
     import json
 
     stats = workdir / "results/pfam" / variant / "stats.json"
     if stats.exists():
-        kept = json.loads(stats.read_text())["after_family_filter"]
-        return kept["train"], kept["train_tokens"] / kept["train"]
+        made = json.loads(stats.read_text())
+        wanted = _corpus_params(config, variant)
+        if {k: made["params"].get(k) for k in wanted} == wanted:
+            kept = made["after_family_filter"]
+            return kept["train"], kept["train_tokens"] / kept["train"]
     pf = (config.get("plan") or {}).get("pfam", {}).get(variant)
     if not pf or any(pf.get(k) is None for k in ("train_sequences", "mean_length")):
         raise InputError(f"plan.pfam.{variant}: no corpus size (train_sequences, mean_length)")
