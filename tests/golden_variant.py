@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from plus.data.alphabet import encode
+from plus.alphabet import encode
 from plus.models import MLPHead, PlusRNN, PlusTFM, collate_rnn, expected_level, level_probs, tfm_pair_input
 from plus.models.plus_tfm import tfm_single_input
 from plus.tasks import metrics as M

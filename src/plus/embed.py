@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plus.data.alphabet import encode
+from plus.alphabet import encode
 from plus.data.tasks import _check_seq, _check_unique, load_manifest, read_split
 from plus.io import InputError, atomic_path, read_fasta
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plus.data.alphabet import encode
+from plus.alphabet import encode
 from plus.data.contacts import ContactMaps
 from plus.data.tasks import load_manifest, read_split
 from plus.io import InputError, atomic_path, read_json, write_json
@@ -130,7 +130,7 @@ def make_batch(task: Task, family: str, records, rng, hp, max_len, mask: bool, c
             orig.append(o)
         batch["tokens"], batch["lengths"] = collate_rnn(masked)
     else:
-        from plus.data.alphabet import TFM_MASK
+        from plus.alphabet import TFM_MASK
 
         toks, segs, msks, pos, orig = [], [], [], [], []
         for k in range(len(records)):

@@ -149,7 +149,7 @@ def mlm_nll(logprobs, targets, weights):
 def lm_nll(logprobs, tokens):
     """P-ELMo LM: summed NLL, correct predictions and count over the residues (start/stop/padding 0 and X 21
     are no targets, as the reference's `evaluate_lm_pelmo`)."""
-    from plus.data.alphabet import UNKNOWN
+    from plus.alphabet import UNKNOWN
 
     target = (tokens != 0) & (tokens != UNKNOWN)
     nll = -logprobs.gather(-1, (tokens * target).unsqueeze(-1)).squeeze(-1)
@@ -223,7 +223,7 @@ def _forward_losses(model, batch, family, hp, fidelity, want_mlm, want_sfp):
 def read_heldout_tokens(path, limit=None, seed=0):
     """Encoded sequences of a held-out FASTA written by `plus pfam preprocess` (val.fa / test.fa, the
     reference's Pfam_test.fa); `limit`: a seeded random subset of that many (records are in family order)."""
-    from plus.data.alphabet import encode
+    from plus.alphabet import encode
     from plus.io import read_fasta
 
     seqs = [encode(seq) for _, _, seq in read_fasta(path)]
@@ -254,7 +254,7 @@ def evaluate_lm(model, seqs, hp, device, stop: Preemption | None = None):
 
 
 def read_pair_tokens(path, limit=None):
-    from plus.data.alphabet import encode
+    from plus.alphabet import encode
     from plus.data.pfam import read_pairs
 
     pairs = read_pairs(path)
