@@ -575,7 +575,7 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
              model_name="", ablation="", n_boot=500, run_record=None) -> dict:
     """Every test set of a task; with `run_record` (the fine-tuning's run.json), metrics.json records the
     fingerprint of the run that trained the model (checked against the model and this evaluation first)."""
-    from plus.report.provenance import collect_provenance
+    from plus.provenance import collect_provenance
 
     task = get_task(task_name)
     manifest = load_manifest(data_dir)

@@ -501,7 +501,7 @@ def _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_
             "world_size": rt.world, "ranks_in_sync": in_sync, "precision": hp.get("precision", "fp32"),
             "run_fingerprint": state_file.fingerprint, "run_definition": definition,
         }
-        from plus.report.provenance import collect_provenance
+        from plus.provenance import collect_provenance
 
         result["provenance"] = collect_provenance(seed=seed, hparams=hparams)
         save_model(out_model, best["state"])
