@@ -16,7 +16,9 @@ from plus import cli
 from plus.io import read_3line, read_fasta
 from plus.tasks.registry import get_task
 from plus.train.common import EVAL_RESIDUES_PER_RECORD, eval_batches
-from plus.train.finetune import FinetuneModel, bucket_order, predict
+from plus.train.finetune_batches import bucket_order
+from plus.train.finetune_model import FinetuneModel
+from plus.train.inference import predict
 
 EMB = Path(__file__).parents[1] / "data" / "embedded"
 

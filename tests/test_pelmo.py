@@ -20,17 +20,11 @@ from plus.data.contacts import ContactMaps, read_contact_map
 from plus.io import InputError, read_fasta, read_json, write_json
 from plus.tasks.registry import get_task
 from plus.train.common import seed_everything
-from plus.train.finetune import (
-    FinetuneModel,
-    build_model,
-    combined_loss,
-    contact_loss,
-    evaluate,
-    finetune,
-    homology_contacts,
-    make_batch,
-    task_loss,
-)
+from plus.train.evaluate import evaluate
+from plus.train.finetune import finetune, homology_contacts
+from plus.train.finetune_batches import make_batch
+from plus.train.finetune_losses import combined_loss, contact_loss, task_loss
+from plus.train.finetune_model import FinetuneModel, build_model
 from plus.train.pretrain import pretrain, read_heldout_tokens
 
 ROOT = Path(__file__).parents[1]

@@ -17,8 +17,11 @@ from plus.io import read_json
 from plus.models import PlusTFM
 from plus.tasks.registry import get_task
 from plus.train.common import autocast, build_optimizer
-from plus.train.finetune import FinetuneModel, combined_loss, evaluate, finetune
-from plus.train.finetune import make_batch as ft_batch
+from plus.train.evaluate import evaluate
+from plus.train.finetune import finetune
+from plus.train.finetune_batches import make_batch as ft_batch
+from plus.train.finetune_losses import combined_loss
+from plus.train.finetune_model import FinetuneModel
 from plus.train.pretrain import forward_losses, make_batch, pretrain
 
 EMB = Path(__file__).parents[1] / "data" / "embedded"
