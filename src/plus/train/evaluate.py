@@ -14,6 +14,7 @@ from plus.tasks.registry import Task, get_task
 from plus.train.common import Runtime, file_digest, fingerprint, load_checkpoint, run_definition
 from plus.train.finetune_batches import subsample_dev, targets_of
 from plus.train.finetune_model import build_model
+from plus.train.hparams import FinetuneHP, finetune_settings
 from plus.train.inference import predict
 from plus.train.masking import loss_active
 
@@ -38,19 +39,21 @@ def check_run_record(path, model_path, task_name, data_dir, manifest, seed, hpar
         raise InputError(f"{path}: {model_path} was trained on other task data than {data_dir}")
     return run
 
+
 def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_predictions,
              model_name="", ablation="", n_boot=500, run_record=None) -> dict:
     """Every test set of a task; with `run_record` (the fine-tuning's run.json), metrics.json records the
     fingerprint of the run that trained the model (checked against the model and this evaluation first)."""
+    settings = finetune_settings(hparams)
     task = get_task(task_name)
     manifest = load_manifest(data_dir)
     run = check_run_record(run_record, model_path, task_name, data_dir, manifest, seed, hparams) \
         if run_record else None
-    rt = Runtime(hparams.get("allow_cpu", False), hparams.get("threads"))
-    hp, fidelity = hparams["train"], hparams.get("fidelity", {})
+    rt = Runtime(settings.allow_cpu, settings.threads)
+    hp, fidelity = settings.train, settings.fidelity
     state = load_checkpoint(model_path)
     contact = any(k.startswith("contact.") for k in state)
-    model = build_model(task, hparams, contact=contact).to(rt.device)
+    model = build_model(task, settings, contact=contact).to(rt.device)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -74,7 +77,7 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
         _store_predictions(arrays, name, task, recs, out, tgt)
     metrics = {"task": task_name, "model": model_name, "ablation": ablation, "seed": seed,
                "test_sets": results, "dev": task.report(dev_metrics),
-               "dev_loss": dev_loss, "precision": hp.get("precision", "fp32"),
+               "dev_loss": dev_loss, "precision": hp.precision,
                "run_fingerprint": run["run_fingerprint"] if run else None,
                "run_definition": run["run_definition"] if run else None,
                "model_sha256": run["model_sha256"] if run else file_digest(model_path),
@@ -88,18 +91,20 @@ def evaluate(task_name, data_dir, model_path, seed, hparams, out_metrics, out_pr
     rt.close()
     return metrics
 
-def pelmo_notes(task: Task, contact: bool, hp: dict) -> dict:
+
+def pelmo_notes(task: Task, contact: bool, hp: FinetuneHP) -> dict:
     """How a P-ELMo run was trained (what metrics.json states next to its numbers)."""
     if task.kind != "pair":
         return {"lm": "frozen", "encoder": "frozen, from the P-ELMo homology fine-tuning of the same run",
                 "trained": "MLP head only"}
     note = {"lm": "frozen", "encoder": "trained on homology", "contact_map_loss": contact}
     if not contact:
-        why = ("no contact maps in the converted homology data" if loss_active(hp.get("lambda_contact"))
+        why = ("no contact maps in the converted homology data" if loss_active(hp.lambda_contact)
                else "lambda_contact is -1")
-        note["note"] = (f"{why}: the encoder was trained on {hp.get('lambda_task', 1.0)} x the ordinal loss only "
+        note["note"] = (f"{why}: the encoder was trained on {hp.lambda_task} x the ordinal loss only "
                         "(the reference adds 0.9 x the contact-map loss)")
     return note
+
 
 def _store_predictions(arrays, name, task, recs, out, tgt):
     arrays[f"{name}__ids"] = np.array([r[0] if task.kind != "pair" else f"{r[0]}|{r[1]}" for r in recs])

@@ -43,23 +43,25 @@ from plus.train.finetune_batches import bucket_order, chunk_records, make_batch,
 from plus.train.finetune_losses import combined_loss
 from plus.train.finetune_model import build_model
 from plus.train.homology_sampler import HomologySampler
+from plus.train.hparams import FinetuneHP, finetune_settings
 from plus.train.inference import predict
 from plus.train.masking import loss_active
 
 
-def homology_contacts(task: Task, family: str, data_dir, manifest, hp, domains) -> ContactMaps | None:
+def homology_contacts(task: Task, family: str, data_dir, manifest, hp: FinetuneHP, domains) -> ContactMaps | None:
     """P-ELMo homology: the contact maps of the converted data when the contact loss is on (every domain id
     in `domains` must have one); None, with a log line, when the data has none."""
-    if family != "pelmo" or task.kind != "pair" or not loss_active(hp.get("lambda_contact")):
+    if family != "pelmo" or task.kind != "pair" or not loss_active(hp.lambda_contact):
         return None
     contacts = ContactMaps(data_dir, manifest)
     if not contacts:
         print(f"{data_dir}: no contact maps in the converted homology data (manifest contact_maps: "
               f"{manifest.get('contact_maps')}): P-ELMo's contact-map loss is off, the encoder trains on "
-              f"{hp.get('lambda_task', 1.0)} x the ordinal loss only", file=sys.stderr)
+              f"{hp.lambda_task} x the ordinal loss only", file=sys.stderr)
         return None
     contacts.check(domains)
     return contacts
+
 
 def data_identity(data_dir, manifest: dict, contacts: ContactMaps | None = None) -> dict:
     """sha256 of what fine-tuning reads from a converted task directory: the manifest, the train and dev split
@@ -71,10 +73,12 @@ def data_identity(data_dir, manifest: dict, contacts: ContactMaps | None = None)
         ident["contact_maps"] = hashlib.sha256(listing.encode()).hexdigest()
     return ident
 
+
 def finetune_definition(task_name, data_dir, manifest, seed, hparams, pretrained=None, contacts=None) -> dict:
     return run_definition(f"finetune {task_name}", seed, hparams,
                           {"data": data_identity(data_dir, manifest, contacts),
                            "pretrained": file_digest(pretrained) if pretrained else None})
+
 
 def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve, pretrained=None,
              progress=True, out_run=None) -> None:
@@ -84,27 +88,29 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
     finally:
         stop.close()
 
+
 def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve, pretrained, out_run,
               stop: Preemption) -> None:
     task = get_task(task_name)
     manifest = load_manifest(data_dir)
-    rt = Runtime(hparams.get("allow_cpu", False), hparams.get("threads"))
+    settings = finetune_settings(hparams)
+    rt = Runtime(settings.allow_cpu, settings.threads)
     stop.rt = rt
-    hp, fidelity = hparams["train"], hparams.get("fidelity", {})
+    hp, fidelity = settings.train, settings.fidelity
     seed_everything(seed)
     train_recs = read_split(data_dir, manifest["splits"]["train"], manifest)
     dev_recs = subsample_dev(read_split(data_dir, manifest["splits"]["dev"], manifest), hp, seed)
     domains = {r[0] for r in train_recs} | {r[k] for r in dev_recs for k in (0, 1)} if task.kind == "pair" else set()
-    contacts = homology_contacts(task, hparams["model"]["family"], data_dir, manifest, hp, domains)
-    model = build_model(task, hparams, pretrained, contact=contacts is not None).to(rt.device)
+    contacts = homology_contacts(task, settings.family, data_dir, manifest, hp, domains)
+    model = build_model(task, settings, pretrained, contact=contacts is not None).to(rt.device)
     sampler = HomologySampler(train_recs, fidelity.get("b4_broken_homology_sampler", True)) \
         if task.kind == "pair" else None
     if task.kind != "pair":
         train_recs, _ = chunk_records(task, model.family, train_recs, model.max_len)
         train_size = [len(r[1]) for r in train_recs]
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=hp["lr"])  # B17: frozen stay out
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=hp.lr)  # B17: frozen stay out
     definition = finetune_definition(task_name, data_dir, manifest, seed, hparams, pretrained, contacts)
-    state_file = StateFile(state_dir, hparams.get("save_every_minutes", 10), hparams.get("save_every_steps"),
+    state_file = StateFile(state_dir, settings.save_every_minutes, settings.save_every_steps,
                            definition, rt)
     st = {"epoch": 0, "batch": 0, "best": math.inf, "best_epoch": -1, "bad": 0, "curve": [], "best_state": None,
           "train_loss": 0.0, "train_n": 0}
@@ -115,7 +121,7 @@ def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curv
         check_optimizer(saved["optimizer"], opt)
         got = saved["st"]
         require(isinstance(got, dict) and got.keys() == st.keys(), "progress record: other keys")
-        require(isinstance(got["epoch"], int) and 0 <= got["epoch"] <= hp["max_epochs"]
+        require(isinstance(got["epoch"], int) and 0 <= got["epoch"] <= hp.max_epochs
                 and isinstance(got["batch"], int) and got["batch"] >= 0 and isinstance(got["curve"], list),
                 f"progress record: epoch {got['epoch']!r} batch {got['batch']!r}")
         if got["best_state"] is not None:
@@ -145,18 +151,18 @@ def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curv
         stop.exit(position(), state_file.path)
 
     t0 = time.monotonic() - (st["curve"][-1]["elapsed_s"] if st["curve"] else 0.0)
-    patience, bs = hp.get("patience", 3), hp["batch_size"]
+    patience, bs = hp.patience, hp.batch_size
     shuffle = task.shuffle
     stop.progress = position()
-    while st["epoch"] < hp["max_epochs"] and (patience < 0 or st["bad"] < patience):
+    while st["epoch"] < hp.max_epochs and (patience < 0 or st["bad"] < patience):
         ep = st["epoch"]
         rng_ep = np.random.default_rng([seed, ep])
         if sampler is not None:
-            epoch_recs = sampler.sample(hp.get("epoch_pairs", 100000), rng_ep)
+            epoch_recs = sampler.sample(hp.epoch_pairs, rng_ep)
         else:
             perm = rng_ep.permutation(len(train_recs)) if shuffle else np.arange(len(train_recs))
-            if shuffle and hp.get("bucket_batches"):
-                perm = bucket_order(perm, train_size, bs, hp["bucket_batches"], rng_ep)
+            if shuffle and hp.bucket_batches:
+                perm = bucket_order(perm, train_size, bs, hp.bucket_batches, rng_ep)
             epoch_recs = [train_recs[i] for i in perm]
         n_batches = math.ceil(len(epoch_recs) / bs)
         for b in range(st["batch"], n_batches):
@@ -164,15 +170,15 @@ def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curv
             torch.manual_seed(seed * 1_000_003 + ep * 100_003 + b)
             batch = to_device(make_batch(task, model.family, epoch_recs[b * bs:(b + 1) * bs], rng, hp,
                                    model.max_len, mask=True, contacts=contacts), rt.device)
-            with autocast(rt.device, hp.get("precision", "fp32")):
+            with autocast(rt.device, hp.precision):
                 out, h = model(batch)
                 loss = combined_loss(model, out, h, batch, hp, fidelity)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if hp.get("clip_grad_norm"):  # the reference clips the RNN encoder and the MLP head, each globally
+            if hp.clip_grad_norm:  # the reference clips the RNN encoder and the MLP head, each globally
                 for part in (model.encoder, getattr(model, "head", None)):
                     if part is not None:
-                        torch.nn.utils.clip_grad_norm_(part.parameters(), hp["clip_grad_norm"])
+                        torch.nn.utils.clip_grad_norm_(part.parameters(), hp.clip_grad_norm)
             opt.step()
             if model.family != "tfm" and task.kind == "pair" and not fidelity.get("b3_unclamped_ordinal_weight", True):
                 with torch.no_grad():

@@ -10,14 +10,15 @@ from plus.alphabet import TFM_CLS, TFM_MASK, TFM_SEP, encode
 from plus.models.plus_rnn import collate_rnn
 from plus.models.plus_tfm import tfm_pair_input, tfm_single_input
 from plus.tasks.registry import Task
+from plus.train.hparams import FinetuneHP
 from plus.train.masking import loss_active, mask_tokens, pad_targets, resample_residues
 
 
-def make_batch(task: Task, family: str, records, rng, hp, max_len, mask: bool, contacts=None):
+def make_batch(task: Task, family: str, records, rng, hp: FinetuneHP, max_len, mask: bool, contacts=None):
     """Collate records of one task kind; when `mask` (training), MLM-mask the inputs or, with `augment`,
     resample residues. With `contacts`: the contact maps of `contact_batch` random pairs (both members)."""
-    do_mask = mask and loss_active(hp.get("lambda_mlm")) and hp.get("max_pred", 50) > 0
-    augment = hp.get("augment", 0.0) if mask else 0.0
+    do_mask = mask and loss_active(hp.lambda_mlm) and hp.max_pred > 0
+    augment = hp.augment if mask else 0.0
     if task.kind == "pair":
         seqs = [encode(r[2]) for r in records] + [encode(r[3]) for r in records]
         targets = torch.tensor([r[4] for r in records], dtype=torch.long)
@@ -32,7 +33,7 @@ def make_batch(task: Task, family: str, records, rng, hp, max_len, mask: bool, c
     if family in ("rnn", "pelmo"):
         pos, orig, masked = [], [], []
         for s in seqs:
-            m, p, o = (mask_tokens(s, rng, hp.get("mask_ratio", 0.15), hp.get("max_pred", 50)) if do_mask
+            m, p, o = (mask_tokens(s, rng, hp.mask_ratio, hp.max_pred) if do_mask
                        else (np.asarray(s, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)))
             if augment > 0:
                 m = resample_residues(m, rng, augment)
@@ -51,7 +52,7 @@ def make_batch(task: Task, family: str, records, rng, hp, max_len, mask: bool, c
             if do_mask:
                 inner = np.flatnonzero(m)[1:-1]
                 inner = inner[(t[inner] != TFM_CLS) & (t[inner] != TFM_SEP)]
-                n_pred = min(hp.get("max_pred", 76), int(hp.get("mask_ratio", 0.15) * int(m.sum())))
+                n_pred = min(hp.max_pred, int(hp.mask_ratio * int(m.sum())))
                 mt, p, o = mask_tokens(t[inner], rng, 0.15, n_pred, TFM_MASK, n_pred=n_pred)
                 t = t.copy()
                 t[inner] = mt
@@ -68,11 +69,12 @@ def make_batch(task: Task, family: str, records, rng, hp, max_len, mask: bool, c
     batch.update(pad_targets(pos, orig))
     if contacts is not None and task.kind == "pair":
         n = len(records)
-        sel = rng.choice(n, min(hp.get("contact_batch", 10), n), replace=False)
+        sel = rng.choice(n, min(hp.contact_batch, n), replace=False)
         batch["cm_index"] = torch.as_tensor(sel)
         batch["cmaps"] = [torch.as_tensor(contacts.labels(records[i][k], len(records[i][k + 2])))
                           for k in (0, 1) for i in sel]
     return batch
+
 
 def chunk_records(task: Task, family: str, records, max_len):
     """PLUS-TFM reads at most max_len - 2 residues: residue-level records are cut into chunks (stitched back
@@ -86,6 +88,7 @@ def chunk_records(task: Task, family: str, records, max_len):
             out.append((ident, seq[s:s + size], lab[s:s + size]))
             owner.append(i)
     return out, owner
+
 
 def bucket_order(order, size, batch_size: int, window: int, rng) -> np.ndarray:
     """`order` regrouped so that each batch holds records of similar size: every run of window x batch_size
@@ -102,13 +105,15 @@ def bucket_order(order, size, batch_size: int, window: int, rng) -> np.ndarray:
     batches = [batches[k] for k in rng.permutation(n_full)] + ([tail] if tail else [])
     return np.array([i for b in batches for i in b], dtype=np.int64)
 
-def subsample_dev(records, hp, seed):
+
+def subsample_dev(records, hp: FinetuneHP, seed):
     """Seeded subsample of the dev split for model selection (`max_dev`, a demo-scale knob; off by default)."""
-    n = hp.get("max_dev")
+    n = hp.max_dev
     if not n or n >= len(records):
         return records
     keep = np.sort(np.random.default_rng([seed, 31337]).choice(len(records), n, replace=False))
     return [records[i] for i in keep]
+
 
 def targets_of(task: Task, records):
     if task.kind == "pair":
@@ -116,6 +121,7 @@ def targets_of(task: Task, records):
     if task.kind == "residue":
         return [np.array([task.label_chars.index(c) for c in r[2]]) for r in records]
     return np.array([r[2] for r in records])
+
 
 def to_device(batch, device):
     """`batch` with its tensors (and lists of tensors) on `device`."""

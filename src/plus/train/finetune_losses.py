@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from plus.tasks.registry import Task
 from plus.train.finetune_model import FinetuneModel
+from plus.train.hparams import FinetuneHP
 from plus.train.masking import loss_active
 
 
@@ -27,6 +28,7 @@ def task_loss(task: Task, family: str, outputs, batch, fidelity):
         return F.mse_loss(outputs[:, 0], t)
     return F.cross_entropy(outputs, t)
 
+
 def mlm_loss(model: FinetuneModel, h, batch, fidelity):
     logp = model.encoder.mlm_logprobs(h, batch["masked_pos"])
     nll = -logp.gather(-1, batch["masked_tokens"].unsqueeze(-1)).squeeze(-1)
@@ -38,6 +40,7 @@ def mlm_loss(model: FinetuneModel, h, batch, fidelity):
         return la, lb
     loss = (nll * w).sum() / w.sum().clamp(min=1)
     return loss, loss
+
 
 def contact_loss(model: FinetuneModel, h, batch):
     """P-ELMo contact-map BCE over the non-ignored entries of the selected pairs: (loss A, loss B)."""
@@ -52,8 +55,9 @@ def contact_loss(model: FinetuneModel, h, batch):
                    if keep.any() else logits.sum() * 0)
     return out
 
-def combined_loss(model, outputs, h, batch, hp, fidelity):
-    lt, lm, lc = hp.get("lambda_task", 1.0), hp.get("lambda_mlm", -1), hp.get("lambda_contact", -1)
+
+def combined_loss(model, outputs, h, batch, hp: FinetuneHP, fidelity):
+    lt, lm, lc = hp.lambda_task, hp.lambda_mlm, hp.lambda_contact
     b1 = model.task.kind == "pair" and fidelity.get("b1_drop_second_mlm_loss", True)
     total = lt * task_loss(model.task, model.family, outputs, batch, fidelity)
     if loss_active(lm) and batch["masked_weights"].any():

@@ -12,6 +12,7 @@ from plus.io import InputError
 from plus.models import ContactHead, MLPHead, load_state_dict_reference
 from plus.tasks.registry import SUPPORTED, Task
 from plus.train.common import build_encoder, build_lm, check_compatible, load_checkpoint
+from plus.train.hparams import RunSettings
 
 
 class FinetuneModel(nn.Module):
@@ -59,12 +60,12 @@ class FinetuneModel(nn.Module):
         return enc.cls_logits(h), h
 
 
-def build_model(task: Task, hparams: dict, pretrained=None, contact: bool = False) -> FinetuneModel:
-    model_cfg, fidelity = hparams["model"], hparams.get("fidelity", {})
+def build_model(task: Task, settings: RunSettings, pretrained=None, contact: bool = False) -> FinetuneModel:
+    model_cfg, fidelity = settings.model, settings.fidelity
     if (task.name, model_cfg["family"]) not in SUPPORTED:
         raise SystemExit(f"error: task {task.name!r} with model family {model_cfg['family']!r} "
                          "was not run in the paper and is not supported")
-    model = FinetuneModel(task, model_cfg, hparams.get("head"), fidelity, contact)
+    model = FinetuneModel(task, model_cfg, settings.head, fidelity, contact)
     if pretrained and model.family == "pelmo":
         load_pelmo(model, load_checkpoint(pretrained), pretrained)
     elif pretrained:
@@ -74,6 +75,7 @@ def build_model(task: Task, hparams: dict, pretrained=None, contact: bool = Fals
         loaded, skipped = load_state_dict_reference(model.encoder, state, skip=skip)
         print(f"loaded {len(loaded)} tensors from {pretrained}; kept fresh: {skipped}", file=sys.stderr)
     return model
+
 
 def _load_part(module: nn.Module, state: dict, path, what: str, optional=()) -> None:
     """Strict load of one part of a P-ELMo checkpoint; only keys ending in `optional` may be missing."""
@@ -85,6 +87,7 @@ def _load_part(module: nn.Module, state: dict, path, what: str, optional=()) -> 
     if missing or unexpected:
         raise InputError(f"{path}: the P-ELMo {what} does not fit this model (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
+
 
 def load_pelmo(model: FinetuneModel, state: dict, path) -> None:
     """Homology starts from the pre-trained LM (`plus pretrain`); every other task from the P-ELMo homology

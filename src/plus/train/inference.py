@@ -10,11 +10,12 @@ from plus.train.common import Preemption, autocast, eval_batches
 from plus.train.finetune_batches import chunk_records, make_batch, to_device
 from plus.train.finetune_losses import contact_loss, mlm_loss, task_loss
 from plus.train.finetune_model import FinetuneModel
+from plus.train.hparams import FinetuneHP
 from plus.train.masking import loss_active
 
 
 @torch.no_grad()
-def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0, contacts=None,
+def predict(model: FinetuneModel, records, hp: FinetuneHP, device, with_loss=False, seed=0, contacts=None,
             stop: Preemption | None = None):
     """Per-example outputs (numpy) of unmasked inputs, plus the dev loss (task and, with `contacts`, contact
     maps on clean input, MLM on masked input, lambda-weighted) when `with_loss`. With `stop`: Interrupted
@@ -27,8 +28,8 @@ def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0, 
     outs = [None] * len(recs)
     loss_sum, n_sum = 0.0, 0
     rng = np.random.default_rng([seed, 104729])
-    precision = hp.get("precision", "fp32")
-    for idx in eval_batches(size, hp.get("eval_batch_size", 64)):
+    precision = hp.precision
+    for idx in eval_batches(size, hp.eval_batch_size):
         if stop is not None:
             stop.check()
         chunk = [recs[i] for i in idx]
@@ -37,14 +38,14 @@ def predict(model: FinetuneModel, records, hp, device, with_loss=False, seed=0, 
         with autocast(device, precision):
             out, h = model(batch)
             if with_loss:
-                loss = hp.get("lambda_task", 1.0) * task_loss(task, family, out, batch, {})
-                if "cmaps" in batch and loss_active(hp.get("lambda_contact")):
-                    loss = loss + hp["lambda_contact"] * sum(contact_loss(model, h, batch)) / 2
-                if loss_active(hp.get("lambda_mlm")):
+                loss = hp.lambda_task * task_loss(task, family, out, batch, {})
+                if "cmaps" in batch and loss_active(hp.lambda_contact):
+                    loss = loss + hp.lambda_contact * sum(contact_loss(model, h, batch)) / 2
+                if loss_active(hp.lambda_mlm):
                     mb = to_device(make_batch(task, family, chunk, rng, hp, model.max_len, mask=True), device)
                     _, hm = model(mb)
                     la, lb = mlm_loss(model, hm, mb, {})
-                    loss = loss + hp["lambda_mlm"] * (la + lb) / 2
+                    loss = loss + hp.lambda_mlm * (la + lb) / 2
                 loss_sum += float(loss) * len(idx)
                 n_sum += len(idx)
         out = out.float().cpu().numpy()
