@@ -91,9 +91,9 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
 
 def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve, pretrained, out_run,
               stop: Preemption) -> None:
+    settings = finetune_settings(hparams)
     task = get_task(task_name)
     manifest = load_manifest(data_dir)
-    settings = finetune_settings(hparams)
     rt = Runtime(settings.allow_cpu, settings.threads)
     stop.rt = rt
     hp, fidelity = settings.train, settings.fidelity
