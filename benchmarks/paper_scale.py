@@ -260,6 +260,7 @@ def loader_rate(corpus_dir: Path, hparams: dict, batches: int) -> float:
     import torch
 
     from plus.data.pfam import PfamCorpus
+    from plus.train.hparams import pretrain_settings
     from plus.train.masking import FamilyIndex
     from plus.train.pretrain import PairBatches
 
@@ -268,7 +269,7 @@ def loader_rate(corpus_dir: Path, hparams: dict, batches: int) -> float:
     family = hparams["model"]["family"]
     max_len = hparams["model"].get("max_len") if family == "tfm" else None
     anchors = np.random.default_rng([0, 0]).permutation(len(corpus))
-    data = PairBatches(corpus, index, family, hparams["train"], {}, 0, 0, anchors, max_len)
+    data = PairBatches(corpus, index, family, pretrain_settings(hparams).train, {}, 0, 0, anchors, max_len)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(batches + 1)), batch_size=None,
                                          num_workers=1)
     it = iter(loader)

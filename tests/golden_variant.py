@@ -20,10 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from plus.data.alphabet import encode
+from plus.alphabet import encode
 from plus.models import MLPHead, PlusRNN, PlusTFM, collate_rnn, expected_level, level_probs, tfm_pair_input
 from plus.models.plus_tfm import tfm_single_input
 from plus.tasks import metrics as M
+from plus.train.hparams import pretrain_hp
 from plus.train.masking import mask_tokens, pad_targets
 from plus.train.pretrain import forward_losses
 
@@ -217,8 +218,9 @@ def pretrain_step_files(out: Path, sfp_state: dict, sequences, rng):
     for side in (0, 1):
         arrays[f"tokens{side}"] = F.pad(arrays[f"tokens{side}"], (0, width - arrays[f"tokens{side}"].shape[1]))
     arrays["labels"] = torch.as_tensor(same[:, None])
-    hp = {"lambda_mlm": RUN["lm_loss_lambda"], "lambda_sfp": RUN["cls_loss_lambda"], "mask_ratio": RUN["mask_ratio"],
-          "max_pred": RUN["max_pred"], "lr": RUN["learning_rate"], "optimizer": "adam", "clip_grad_norm": 1.0}
+    hp = pretrain_hp("rnn", lambda_mlm=RUN["lm_loss_lambda"], lambda_sfp=RUN["cls_loss_lambda"],
+                     mask_ratio=RUN["mask_ratio"], max_pred=RUN["max_pred"], lr=RUN["learning_rate"], optimizer="adam",
+                     clip_grad_norm=1.0)
     batch = {k: torch.cat([arrays[f"{k}0"], arrays[f"{k}1"]])
              for k in ("tokens", "lengths", "masked_pos", "masked_tokens", "masked_weights")}
     batch.update(labels=torch.as_tensor(same.astype(np.float32)), n_pairs=len(same))

@@ -16,7 +16,10 @@ from plus import cli
 from plus.io import read_3line, read_fasta
 from plus.tasks.registry import get_task
 from plus.train.common import EVAL_RESIDUES_PER_RECORD, eval_batches
-from plus.train.finetune import FinetuneModel, bucket_order, predict
+from plus.train.finetune_batches import bucket_order
+from plus.train.finetune_model import FinetuneModel
+from plus.train.hparams import finetune_hp
+from plus.train.inference import predict
 
 EMB = Path(__file__).parents[1] / "data" / "embedded"
 
@@ -50,8 +53,9 @@ def test_predictions_do_not_depend_on_the_evaluation_batch_size(family):
             "dropout": 0.0})
     model = FinetuneModel(get_task("localization"), cfg, ("h", 8), {"b2_sum_pooling": False})
     records = deeploc_records(40)
-    big, _ = predict(model, records, {"eval_batch_size": 256}, torch.device("cpu"))
-    small, _ = predict(model, records, {"eval_batch_size": 3}, torch.device("cpu"))
+    settings = {"lr": 1e-3, "batch_size": 8, "max_epochs": 1}
+    big, _ = predict(model, records, finetune_hp(family, **settings, eval_batch_size=256), torch.device("cpu"))
+    small, _ = predict(model, records, finetune_hp(family, **settings, eval_batch_size=3), torch.device("cpu"))
     np.testing.assert_allclose(small, big, atol=1e-5)
 
 

@@ -15,7 +15,7 @@ from plus.io import InputError
 from plus.report import cli, effects, plots
 from plus.tasks import metrics as M
 from plus.tasks.registry import TASKS
-from plus.train.finetune import _store_predictions
+from plus.train.evaluate import _store_predictions
 
 
 def write_run(root: Path, task_name: str, ablation: str, sets: dict, seed: int = 0, model: str = "rnn",
@@ -377,7 +377,8 @@ def test_real_evaluations_are_reproduced_including_dev_fitted_cutoffs(tmp_path):
     and as `corrected` (cut-offs fitted on dev, recorded in metrics.json): the effects step recomputes both
     runs' metrics from predictions.npz exactly, and Δ is the difference of the two metrics.json values."""
     from plus.data import convert as C
-    from plus.train.finetune import evaluate, finetune
+    from plus.train.evaluate import evaluate
+    from plus.train.finetune import finetune
 
     emb = Path(__file__).parents[1] / "data" / "embedded"
     C.convert_task("homology", "embedded", C.embedded_raw("homology", emb), tmp_path / "data", 0,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from plus import cli, embed
-from plus.data.alphabet import encode
+from plus.alphabet import encode
 from plus.data.converters.homology import convert_homology_embedded
 from plus.io import InputError, read_fasta
 from plus.models import PlusRNN, PlusTFM, collate_rnn, tfm_single_input

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from plus.alphabet import decode
 from plus.cli import main
 from plus.data import convert as C
-from plus.data.alphabet import decode
 from plus.data.leakage import COLUMNS, DETAIL_COLUMNS, Corpus, audit, subsample
 from plus.data.pfam import preprocess
 from plus.data.pfam_demo import build_demo_corpus

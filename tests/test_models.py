@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from golden_set import GOLDEN, hom_thresholds, init_seed, numbered, padded_length, rnn_kwargs, tfm_kwargs
 
-from plus.data.alphabet import encode
+from plus.alphabet import encode
 from plus.models import (
     ContactHead,
     MLPHead,

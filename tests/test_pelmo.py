@@ -20,17 +20,12 @@ from plus.data.contacts import ContactMaps, read_contact_map
 from plus.io import InputError, read_fasta, read_json, write_json
 from plus.tasks.registry import get_task
 from plus.train.common import seed_everything
-from plus.train.finetune import (
-    FinetuneModel,
-    build_model,
-    combined_loss,
-    contact_loss,
-    evaluate,
-    finetune,
-    homology_contacts,
-    make_batch,
-    task_loss,
-)
+from plus.train.evaluate import evaluate
+from plus.train.finetune import finetune, homology_contacts
+from plus.train.finetune_batches import make_batch
+from plus.train.finetune_losses import combined_loss, contact_loss, task_loss
+from plus.train.finetune_model import FinetuneModel, build_model
+from plus.train.hparams import finetune_hp, finetune_settings
 from plus.train.pretrain import pretrain, read_heldout_tokens
 
 ROOT = Path(__file__).parents[1]
@@ -40,6 +35,7 @@ MODEL = {"family": "pelmo", "hidden_dim": 16, "num_layers": 1, "proj_dim": 8, "l
 HOMOLOGY = {"lr": 3e-3, "batch_size": 16, "eval_batch_size": 64, "max_epochs": 1, "patience": -1, "epoch_pairs": 48,
             "lambda_mlm": -1, "lambda_task": 0.1, "lambda_contact": 0.9, "contact_batch": 4, "augment": 0.05,
             "clip_grad_norm": 1.0, "max_dev": 30}
+HOMOLOGY_HP = finetune_hp("pelmo", **HOMOLOGY)
 
 
 def lm_hparams(**train):
@@ -138,20 +134,20 @@ def test_homology_without_contact_maps_trains_the_encoder_on_a_frozen_lm(work, h
     assert {k.split(".")[0] for k in ft} == {"lm", "encoder"}  # no contact head without contact maps
     assert all(torch.equal(lm[k], ft[f"lm.{k}"]) for k in lm)
     seed_everything(0)
-    fresh = build_model(get_task("homology"), ft_hparams(HOMOLOGY)).state_dict()
+    fresh = build_model(get_task("homology"), finetune_settings(ft_hparams(HOMOLOGY))).state_dict()
     assert not torch.equal(fresh["encoder.rnn.weight_ih_l0"], ft["encoder.rnn.weight_ih_l0"])
     metrics = read_json(homology_run / "metrics.json")
     assert metrics["pelmo"]["contact_map_loss"] is False and "no contact maps" in metrics["pelmo"]["note"]
     assert set(metrics["test_sets"]) == {"id40", "id25"}
     manifest = read_json(work / "homology/manifest.json")
-    assert homology_contacts(get_task("homology"), "pelmo", work / "homology", manifest, HOMOLOGY, set()) is None
+    assert homology_contacts(get_task("homology"), "pelmo", work / "homology", manifest, HOMOLOGY_HP, set()) is None
     assert "contact-map loss is off" in capsys.readouterr().err
 
 
 def test_frozen_encoder_finetuning_changes_only_the_head(work, homology_run, tmp_path):
     hp = ft_hparams({"lr": 5e-3, "batch_size": 16, "eval_batch_size": 64, "max_epochs": 1, "patience": 3,
                      "lambda_mlm": -1, "lambda_task": 1.0, "clip_grad_norm": 1.0, "max_dev": 40}, head=["h", 16])
-    model = build_model(get_task("solubility"), hp, homology_run / "model.pt")
+    model = build_model(get_task("solubility"), finetune_settings(hp), homology_run / "model.pt")
     assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"head"}  # B17
     finetune("solubility", work / "solubility", 0, hp, tmp_path / "state", tmp_path / "model.pt",
              tmp_path / "curve.csv", pretrained=homology_run / "model.pt")
@@ -167,9 +163,10 @@ def test_frozen_encoder_finetuning_changes_only_the_head(work, homology_run, tmp
 
 def test_the_starting_checkpoint_must_fit_the_task(work, homology_run):
     with pytest.raises(InputError, match="homology model, got a language model"):
-        build_model(get_task("solubility"), ft_hparams({}, head=["h", 16]), work / "lm/model.pt")
+        build_model(get_task("solubility"), finetune_settings(ft_hparams(HOMOLOGY, head=["h", 16])),
+                    work / "lm/model.pt")
     with pytest.raises(InputError, match="pre-trained P-ELMo LM, got a fine-tuned"):
-        build_model(get_task("homology"), ft_hparams({}), homology_run / "model.pt")
+        build_model(get_task("homology"), finetune_settings(ft_hparams(HOMOLOGY)), homology_run / "model.pt")
 
 
 # ------------------------------------------------------------------ contact maps
@@ -216,7 +213,8 @@ def test_contact_loss_is_the_bce_of_kept_entries_with_the_reference_b1_weighting
     rng = np.random.default_rng(1)
     recs = [(f"d{i}", f"e{i}", "".join(rng.choice(list("ACDEFGHIKL"), 12 + i)),
              "".join(rng.choice(list("ACDEFGHIKL"), 20 - i)), i % 5) for i in range(6)]
-    batch = make_batch(task, "pelmo", recs, np.random.default_rng(2), HOMOLOGY, None, mask=False, contacts=FakeMaps())
+    batch = make_batch(task, "pelmo", recs, np.random.default_rng(2), HOMOLOGY_HP, None, mask=False,
+                       contacts=FakeMaps())
     assert len(batch["cm_index"]) == 4 and len(batch["cmaps"]) == 8
     out, h = model(batch)
     la, lb = contact_loss(model, h, batch)
@@ -231,8 +229,8 @@ def test_contact_loss_is_the_bce_of_kept_entries_with_the_reference_b1_weighting
         manual = torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(labels))
         assert loss.item() == pytest.approx(manual.item(), rel=1e-6)
     ordinal = task_loss(task, "pelmo", out, batch, {})
-    ref = combined_loss(model, out, h, batch, HOMOLOGY, {"b1_drop_second_mlm_loss": True})
-    fixed = combined_loss(model, out, h, batch, HOMOLOGY, {"b1_drop_second_mlm_loss": False})
+    ref = combined_loss(model, out, h, batch, HOMOLOGY_HP, {"b1_drop_second_mlm_loss": True})
+    fixed = combined_loss(model, out, h, batch, HOMOLOGY_HP, {"b1_drop_second_mlm_loss": False})
     assert ref.item() == pytest.approx((0.1 * ordinal + (0.9 + 0.81) * la).item(), rel=1e-6)
     assert fixed.item() == pytest.approx((0.1 * ordinal + 0.9 * (la + lb) / 2).item(), rel=1e-6)
 
@@ -265,7 +263,7 @@ def test_homology_with_contact_maps_trains_a_symmetric_contact_head(work, tmp_pa
     w = state["contact.conv2.weight"]
     assert torch.allclose(w, w.transpose(2, 3))
     seed_everything(0)
-    fresh = build_model(get_task("homology"), hp, contact=True).state_dict()
+    fresh = build_model(get_task("homology"), finetune_settings(hp), contact=True).state_dict()
     assert not torch.equal(fresh["contact.conv1.weight"], state["contact.conv1.weight"])
     lm = load(work / "lm/model.pt")
     assert all(torch.equal(lm[k], state[f"lm.{k}"]) for k in lm)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plus.data.alphabet import decode, encode
+from plus.alphabet import decode, encode
 from plus.data.pfam import PfamCorpus, parse_header, preprocess, read_pairs
 from plus.data.pfam_demo import build_demo_corpus, read_stockholm
 from plus.io import InputError, read_fasta

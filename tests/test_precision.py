@@ -3,6 +3,7 @@ fine-tuning, close to float32, with float32 parameters, and resumable. On CPU (h
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,12 @@ from plus.io import read_json
 from plus.models import PlusTFM
 from plus.tasks.registry import get_task
 from plus.train.common import autocast, build_optimizer
-from plus.train.finetune import FinetuneModel, combined_loss, evaluate, finetune
-from plus.train.finetune import make_batch as ft_batch
+from plus.train.evaluate import evaluate
+from plus.train.finetune import finetune
+from plus.train.finetune_batches import make_batch as ft_batch
+from plus.train.finetune_losses import combined_loss
+from plus.train.finetune_model import FinetuneModel
+from plus.train.hparams import finetune_hp
 from plus.train.pretrain import forward_losses, make_batch, pretrain
 
 EMB = Path(__file__).parents[1] / "data" / "embedded"
@@ -58,7 +63,7 @@ def test_bf16_pretraining_step_is_close_to_fp32_with_float32_parameters(case):
     fp32["loss"].backward()
     g32 = grads(model)
     model.zero_grad(set_to_none=True)
-    bf16 = forward_losses(model, batch, family, {**HP, "precision": "bf16"}, {}, "cpu", True)
+    bf16 = forward_losses(model, batch, family, replace(HP, precision="bf16"), {}, "cpu", True)
     for key in ("loss", "mlm_loss", "sfp_loss"):
         assert bf16[key].dtype == torch.float32 and torch.isfinite(bf16[key]), key
         assert bf16[key].item() == pytest.approx(fp32[key].item(), rel=5e-2), key
@@ -107,7 +112,8 @@ def test_bf16_finetuning_loss_is_close_to_fp32(family):
     model = FinetuneModel(get_task("solubility"), model_cfg, ("h", 16), {})
     rng = np.random.default_rng(0)
     records = [(f"p{i}", "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), 30 + 5 * i)), i % 2) for i in range(6)]
-    hp = {"lambda_task": 0.7, "lambda_mlm": 0.3, "mask_ratio": 0.15, "max_pred": 10}
+    hp = finetune_hp(family, lr=1e-3, batch_size=6, max_epochs=1, lambda_task=0.7, lambda_mlm=0.3, mask_ratio=0.15,
+                     max_pred=10)
     batch = ft_batch(model.task, family, records, rng, hp, model.max_len, mask=True)
     losses = []
     for precision in ("fp32", "bf16"):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,11 @@ from golden_set import GOLDEN, pretrain_hparams, rnn_kwargs
 
 from plus.models import PlusRNN
 from plus.train.common import build_optimizer
+from plus.train.hparams import pretrain_hp
 from plus.train.pretrain import forward_losses
 
 ROOT = Path(__file__).parents[1]
-HP = pretrain_hparams()  # the recorded step's settings (golden pretrain_step.json run_config)
+HP = pretrain_hp("rnn", **pretrain_hparams())  # the recorded step's settings (golden pretrain_step.json run_config)
 
 
 def golden_step():
@@ -53,7 +55,7 @@ def test_golden_step_reference_loss_gradients_and_update(impl):
         g = d[f"grad__{name}"]
         np.testing.assert_allclose(p.grad.numpy(), g, atol=1e-7, rtol=1e-4, err_msg=name)
     opt, _, _ = build_optimizer(model, HP, 1, {})
-    torch.nn.utils.clip_grad_norm_(model.parameters(), HP["clip_grad_norm"])
+    torch.nn.utils.clip_grad_norm_(model.parameters(), HP.clip_grad_norm)
     opt.step()
     after = torch.load(GOLDEN / "pretrain_step_state_dict_after.pt", weights_only=True)
     for name, p in model.state_dict().items():
@@ -72,12 +74,12 @@ def test_golden_step_corrected_loss_counts_both_sequences():
 
 def test_mlm_only_gives_no_sfp_gradient_and_sfp_only_no_decoder_gradient():
     model, batch, _ = golden_step()
-    out = forward_losses(model, batch, "rnn", {**HP, "lambda_sfp": -1}, {}, "cpu", True, want_sfp=False)
+    out = forward_losses(model, batch, "rnn", replace(HP, lambda_sfp=-1), {}, "cpu", True, want_sfp=False)
     out["loss"].backward()
     assert model.ordinal_weight.grad is None and model.fc.weight.grad is None
     assert model.decoder.weight.grad.abs().sum() > 0
     model.zero_grad(set_to_none=True)
-    out = forward_losses(model, batch, "rnn", {**HP, "lambda_mlm": -1}, {}, "cpu", True, want_mlm=False)
+    out = forward_losses(model, batch, "rnn", replace(HP, lambda_mlm=-1), {}, "cpu", True, want_mlm=False)
     out["loss"].backward()
     assert model.decoder.weight.grad is None and model.fc.weight.grad.abs().sum() > 0
 

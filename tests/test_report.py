@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from plus.io import InputError, read_fasta
+from plus.provenance import PROVENANCE_KEYS, collect_provenance
 from plus.report import cli, plots, provenance, tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -365,12 +366,12 @@ def test_provenance_collect_and_merge(secstr_runs, tmp_path):
     subprocess.run([*git, "commit", "-qm", "c"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
     head = head.strip()
-    p = provenance.collect_provenance(repo, seed=3, hparams={"lr": 1e-3})
-    assert set(p) == set(provenance.PROVENANCE_KEYS)
+    p = collect_provenance(repo, seed=3, hparams={"lr": 1e-3})
+    assert set(p) == set(PROVENANCE_KEYS)
     assert p["git_commit"] == head and p["git_dirty"] is False
     assert p["seed"] == 3 and p["hparams"] == {"lr": 1e-3}
     assert p["torch"] and p["device"]
-    assert provenance.collect_provenance(tmp_path / "repo/..")["git_commit"] is None
+    assert collect_provenance(tmp_path / "repo/..")["git_commit"] is None
 
     present, _, _, _ = secstr_runs
     info = _write(Path(present[0]).with_name("run_info.json"), _prov(0))

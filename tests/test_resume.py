@@ -22,7 +22,8 @@ from test_pretrain import corpus, tiny_hparams  # noqa: F401 - corpus: the sessi
 from plus.data import convert as C
 from plus.io import InputError, read_json
 from plus.train.common import StateFile, definition_changes, fingerprint, run_definition
-from plus.train.finetune import evaluate, finetune
+from plus.train.evaluate import evaluate
+from plus.train.finetune import finetune
 from plus.train.pretrain import pretrain
 
 ROOT = Path(__file__).parents[1]

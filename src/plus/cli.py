@@ -68,7 +68,7 @@ def _add_evaluate(sub):
     p.add_argument("--run", default=None, help="run.json of `plus finetune --out-run`: recorded in metrics.json")
 
     def run(a):
-        from plus.train.finetune import evaluate
+        from plus.train.evaluate import evaluate
 
         evaluate(a.task, a.data, a.model, a.seed, a.hparams, a.out_metrics, a.out_predictions,
                  model_name=a.name, ablation=a.ablation, n_boot=a.bootstrap, run_record=a.run)

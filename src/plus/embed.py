@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from plus.alphabet import encode
 from plus.arguments import hparams_json
-from plus.data.alphabet import encode
 from plus.data.tasks import check_seq, check_unique, load_manifest, read_split
 from plus.io import InputError, atomic_path, read_fasta
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plus.data.alphabet import RESIDUES, decode, encode
+from plus.alphabet import RESIDUES, decode, encode
 from plus.data.tasks import load_task
 from plus.html_table import html_page
 from plus.io import InputError, atomic_write, read_json

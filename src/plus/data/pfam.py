@@ -49,7 +49,7 @@ try:  # ISA-L's inflate: about 2x zlib's, the same API (decompression is a fifth
 except ImportError:  # pragma: no cover - platforms without isal wheels
     _inflate = zlib
 
-from plus.data.alphabet import encode
+from plus.alphabet import encode
 from plus.io import InputError, write_json
 
 log = logging.getLogger(__name__)

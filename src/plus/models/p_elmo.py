@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plus.data.alphabet import N_MLM_CLASSES, N_RNN_TOKENS, UNKNOWN
+from plus.alphabet import N_MLM_CLASSES, N_RNN_TOKENS, UNKNOWN
 from plus.models.plus_rnn import LSTM_IMPLS, RNNEncoderBase, gather_time, lstm_autocast, reverse_index, run_bilstm
 
 

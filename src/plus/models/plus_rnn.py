@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.utils.checkpoint import checkpoint
 
-from plus.data.alphabet import N_MLM_CLASSES, N_RNN_TOKENS, UNKNOWN
+from plus.alphabet import N_MLM_CLASSES, N_RNN_TOKENS, UNKNOWN
 
 LSTM_IMPLS = ("auto", "flip", "packed")
 _SSA_BLOCK = 1 << 22  # elements of one (pairs, L0, L1) SSA chunk

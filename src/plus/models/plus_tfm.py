@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plus.data.alphabet import N_TFM_TOKENS, TFM_CLS, TFM_SEP
+from plus.alphabet import N_TFM_TOKENS, TFM_CLS, TFM_SEP
 
 LAYERNORMS = ("reference", "standard")
 

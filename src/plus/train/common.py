@@ -195,23 +195,23 @@ class BertAdam(torch.optim.Optimizer):
                 state["step"] += 1
 
 
-def build_optimizer(model: torch.nn.Module, hp: dict, total_steps: int, fidelity: dict):
-    """Optimizer and LR scheduler (or None) per the config; returns (opt, sched, clip_global)."""
-    name = hp.get("optimizer", "adam")
+def build_optimizer(model: torch.nn.Module, hp, total_steps: int, fidelity: dict):
+    """Optimizer and LR scheduler (or None) per the settings (hparams.PretrainHP); returns (opt, sched, clip_global)."""
+    name = hp.optimizer
     if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=hp["lr"]), None, True
+        return torch.optim.Adam(model.parameters(), lr=hp.lr), None, True
     decay_all = fidelity.get("b11_decay_all_params", True)
     if name == "bertadam" and decay_all:
-        opt = BertAdam(model.parameters(), lr=hp["lr"], warmup=hp.get("warmup", 0.0), t_total=total_steps,
-                       weight_decay=hp.get("weight_decay", 0.0), max_grad_norm=hp.get("clip_grad_norm", 1.0))
+        opt = BertAdam(model.parameters(), lr=hp.lr, warmup=hp.warmup, t_total=total_steps,
+                       weight_decay=hp.weight_decay, max_grad_norm=hp.clip_grad_norm)
         return opt, None, False
     # corrected BERT optimiser: AdamW, no decay on biases/LayerNorm, warm-up + linear decay, global clip
     no_decay = [p for n, p in model.named_parameters() if n.endswith(("bias", "gamma", "beta")) or ".norm" in n]
     ids = {id(p) for p in no_decay}
     decay = [p for p in model.parameters() if id(p) not in ids]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.get("weight_decay", 0.0)},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=hp["lr"], eps=1e-6)
-    warm = hp.get("warmup", 0.0)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, eps=1e-6)
+    warm = hp.warmup
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: BertAdam.schedule(s / max(total_steps, 1), warm) if warm > 0 else
         max(1.0 - s / max(total_steps, 1), 0.0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plus.data.alphabet import TFM_MASK, UNKNOWN
+from plus.alphabet import TFM_MASK, UNKNOWN
 
 
 def mask_tokens(tokens: np.ndarray, rng: np.random.Generator, ratio: float, max_pred: int,

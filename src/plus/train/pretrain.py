@@ -42,6 +42,7 @@ from plus.train.common import (
     unwrap,
     write_curve,
 )
+from plus.train.hparams import PretrainHP, pretrain_settings
 from plus.train.masking import FamilyIndex, loss_active, mask_pair_tfm, mask_tokens, pad_targets
 
 
@@ -49,12 +50,12 @@ from plus.train.masking import FamilyIndex, loss_active, mask_pair_tfm, mask_tok
 class PairBatches(torch.utils.data.Dataset):
     """Item b of epoch e = one batch of (anchor, partner) pairs, masked, from default_rng([seed, e, b])."""
 
-    def __init__(self, corpus, index: FamilyIndex, family: str, hp: dict, fidelity: dict, seed: int,
+    def __init__(self, corpus, index: FamilyIndex, family: str, hp: PretrainHP, fidelity: dict, seed: int,
                  epoch: int, anchors: np.ndarray, max_len: int | None):
         self.corpus, self.index, self.family, self.hp = corpus, index, family, hp
         self.allow_self = fidelity.get("b7_self_pairs", True)
         self.seed, self.epoch, self.anchors, self.max_len = seed, epoch, anchors, max_len
-        self.bs = hp["batch_size"]
+        self.bs = hp.batch_size
 
     def __len__(self):
         return math.ceil(len(self.anchors) / self.bs)
@@ -88,12 +89,12 @@ def lm_batch(seqs) -> dict:
     return {"tokens": tokens, "lengths": lengths}
 
 
-def make_batch(family, seqs_a, seqs_b, labels, rng, hp, max_len=None, mask=True):
+def make_batch(family, seqs_a, seqs_b, labels, rng, hp: PretrainHP, max_len=None, mask=True):
     """Collate a pair batch for one model family, with reference MLM masking when `mask`."""
     from plus.models.plus_rnn import collate_rnn
     from plus.models.plus_tfm import tfm_pair_input
 
-    ratio, max_pred = hp.get("mask_ratio", 0.15), hp.get("max_pred", 50)
+    ratio, max_pred = hp.mask_ratio, hp.max_pred
     labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
     if family == "rnn":
         seqs, pos, orig = [], [], []
@@ -149,7 +150,7 @@ def mlm_nll(logprobs, targets, weights):
 def lm_nll(logprobs, tokens):
     """P-ELMo LM: summed NLL, correct predictions and count over the residues (start/stop/padding 0 and X 21
     are no targets, as the reference's `evaluate_lm_pelmo`)."""
-    from plus.data.alphabet import UNKNOWN
+    from plus.alphabet import UNKNOWN
 
     target = (tokens != 0) & (tokens != UNKNOWN)
     nll = -logprobs.gather(-1, (tokens * target).unsqueeze(-1)).squeeze(-1)
@@ -157,11 +158,11 @@ def lm_nll(logprobs, tokens):
     return (nll * target).sum(), int(correct.sum()), int(target.sum())
 
 
-def forward_losses(model, batch, family, hp, fidelity, device, train: bool, want_mlm=True, want_sfp=True):
+def forward_losses(model, batch, family, hp: PretrainHP, fidelity, device, train: bool, want_mlm=True, want_sfp=True):
     """Losses (float32) and counts for one pair batch, or one sequence batch for the P-ELMo LM (reference
-    behaviour unless fidelity switches are off), under the autocast of hp["precision"]."""
+    behaviour unless fidelity switches are off), under the autocast of hp.precision."""
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-    with autocast(device, hp.get("precision", "fp32")):
+    with autocast(device, hp.precision):
         return _forward_losses(model, batch, family, hp, fidelity, want_mlm, want_sfp)
 
 
@@ -169,7 +170,7 @@ def _forward_losses(model, batch, family, hp, fidelity, want_mlm, want_sfp):
     if family == "pelmo":
         nll, correct, n = lm_nll(model(batch["tokens"], batch["lengths"]), batch["tokens"])
         lm_loss = nll / max(n, 1)
-        return {"lm_loss": lm_loss, "lm_correct": correct, "lm_n": n, "loss": hp.get("lambda_mlm", 1.0) * lm_loss}
+        return {"lm_loss": lm_loss, "lm_correct": correct, "lm_n": n, "loss": hp.lambda_mlm * lm_loss}
     n = batch["n_pairs"]
     out = {}
     net = unwrap(model)
@@ -206,7 +207,7 @@ def _forward_losses(model, batch, family, hp, fidelity, want_mlm, want_sfp):
             out["sfp_loss"] = F.cross_entropy(logits, labels)
             out["sfp_correct"] = int((logits.argmax(-1) == labels).sum())
             out["sfp_n"] = n
-    lam_mlm, lam_sfp = hp.get("lambda_mlm", 0.7), hp.get("lambda_sfp", 0.3)
+    lam_mlm, lam_sfp = hp.lambda_mlm, hp.lambda_sfp
     total = 0.0
     if loss_active(lam_mlm) and "mlm_loss" in out:
         if family == "rnn" and fidelity.get("b1_drop_second_mlm_loss", True):
@@ -223,7 +224,7 @@ def _forward_losses(model, batch, family, hp, fidelity, want_mlm, want_sfp):
 def read_heldout_tokens(path, limit=None, seed=0):
     """Encoded sequences of a held-out FASTA written by `plus pfam preprocess` (val.fa / test.fa, the
     reference's Pfam_test.fa); `limit`: a seeded random subset of that many (records are in family order)."""
-    from plus.data.alphabet import encode
+    from plus.alphabet import encode
     from plus.io import read_fasta
 
     seqs = [encode(seq) for _, _, seq in read_fasta(path)]
@@ -234,13 +235,13 @@ def read_heldout_tokens(path, limit=None, seed=0):
 
 
 @torch.no_grad()
-def evaluate_lm(model, seqs, hp, device, stop: Preemption | None = None):
+def evaluate_lm(model, seqs, hp: PretrainHP, device, stop: Preemption | None = None):
     """P-ELMo LM loss and accuracy over every residue of held-out sequences (batches of similar lengths);
     with `stop`, Interrupted between batches once a stop signal arrived."""
     model.eval()
     size = [len(s) for s in seqs]
     nll, correct, n = 0.0, 0, 0
-    for idx in eval_batches(size, hp.get("eval_batch_size", 128)):
+    for idx in eval_batches(size, hp.eval_batch_size):
         if stop is not None:
             stop.check()
         r = forward_losses(model, lm_batch([seqs[j] for j in idx]), "pelmo", hp, {}, device, False)
@@ -250,11 +251,11 @@ def evaluate_lm(model, seqs, hp, device, stop: Preemption | None = None):
     model.train()
     lm_loss = nll / n if n else float("nan")
     return {"lm_acc": correct / n if n else float("nan"), "lm_loss": lm_loss,
-            "loss": hp.get("lambda_mlm", 1.0) * lm_loss, "n_sequences": len(seqs), "n_residues": n}
+            "loss": hp.lambda_mlm * lm_loss, "n_sequences": len(seqs), "n_residues": n}
 
 
 def read_pair_tokens(path, limit=None):
-    from plus.data.alphabet import encode
+    from plus.alphabet import encode
     from plus.data.pfam import read_pairs
 
     pairs = read_pairs(path)
@@ -264,13 +265,14 @@ def read_pair_tokens(path, limit=None):
 
 
 @torch.no_grad()
-def evaluate_pairs(model, pairs, family, hp, fidelity, device, max_len, seed=0, stop: Preemption | None = None):
+def evaluate_pairs(model, pairs, family, hp: PretrainHP, fidelity, device, max_len, seed=0,
+                   stop: Preemption | None = None):
     """SFP on unmasked inputs, MLM on masked inputs (fixed masking seed), as the reference evaluates; with
     `stop`, Interrupted between batches once a stop signal arrived."""
     model.eval()
     seqs_a, seqs_b, labels = pairs
-    bs = hp.get("eval_batch_size", 256)
-    lam_mlm, lam_sfp = hp.get("lambda_mlm", 0.7), hp.get("lambda_sfp", 0.3)
+    bs = hp.eval_batch_size
+    lam_mlm, lam_sfp = hp.lambda_mlm, hp.lambda_sfp
     tot = {"mlm_loss": 0.0, "sfp_loss": 0.0, "mlm_correct": 0, "mlm_n": 0, "sfp_correct": 0, "sfp_n": 0}
     rng = np.random.default_rng([seed, 7919])
     size = [max(len(a), len(b)) for a, b in zip(seqs_a, seqs_b, strict=True)]
@@ -283,7 +285,7 @@ def evaluate_pairs(model, pairs, family, hp, fidelity, device, max_len, seed=0, 
         tot["sfp_loss"] += float(r["sfp_loss"]) * r["sfp_n"]
         tot["sfp_correct"] += r["sfp_correct"]
         tot["sfp_n"] += r["sfp_n"]
-        if hp.get("max_pred", 50) > 0:
+        if hp.max_pred > 0:
             masked = make_batch(family, a, b, lab, rng, hp, max_len, mask=True)
             r = forward_losses(model, masked, family, hp, fidelity, device, False, want_sfp=False)
             tot["mlm_loss"] += float(r["mlm_loss"]) * r["mlm_n"]
@@ -321,50 +323,51 @@ def _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_
               progress, stop: Preemption) -> dict:
     from plus.data.pfam import PfamCorpus
 
-    rt = Runtime(hparams.get("allow_cpu", False), hparams.get("threads"))
+    settings = pretrain_settings(hparams)
+    rt = Runtime(settings.allow_cpu, settings.threads)
     stop.rt = rt
-    hp, fidelity, model_cfg = hparams["train"], hparams.get("fidelity", {}), hparams["model"]
+    hp, fidelity, model_cfg = settings.train, settings.fidelity, settings.model
     family = model_cfg["family"]
     max_len = model_cfg.get("max_len") if family == "tfm" else None
     seed_everything(seed)
 
     corpus = PfamCorpus(corpus_dir)
     n_train = len(corpus)
-    if hp.get("max_train_seqs"):
-        n_train = min(n_train, hp["max_train_seqs"])
+    if hp.max_train_seqs:
+        n_train = min(n_train, hp.max_train_seqs)
     index = FamilyIndex(np.asarray(corpus.family[:n_train]))
     on_test = fidelity.get("b16_select_on_test", True)
     if family == "pelmo":  # the LM is evaluated on held-out sequences (the reference: Pfam_test.fa)
-        if loss_active(hp.get("lambda_sfp")):
+        if loss_active(hp.lambda_sfp):
             raise SystemExit("error: pretrain.pelmo.lambda_sfp must be -1: P-ELMo's language model has no SFP head")
         select_file = "test.fa" if on_test else "val.fa"
-        test_set = read_heldout_tokens(f"{corpus_dir}/test.fa", hp.get("max_eval_seqs"), seed)
-        val_set = test_set if on_test else read_heldout_tokens(f"{corpus_dir}/val.fa", hp.get("max_eval_seqs"), seed)
+        test_set = read_heldout_tokens(f"{corpus_dir}/test.fa", hp.max_eval_seqs, seed)
+        val_set = test_set if on_test else read_heldout_tokens(f"{corpus_dir}/val.fa", hp.max_eval_seqs, seed)
 
         def evaluate(data, stop=None):
             return evaluate_lm(model, data, hp, rt.device, stop)
     else:
         select_file = "test_pairs.tsv" if on_test else "val_pairs.tsv"
-        val_set = read_pair_tokens(f"{corpus_dir}/{select_file}", hp.get("max_eval_pairs"))
-        test_set = read_pair_tokens(f"{corpus_dir}/test_pairs.tsv", hp.get("max_eval_pairs"))
+        val_set = read_pair_tokens(f"{corpus_dir}/{select_file}", hp.max_eval_pairs)
+        test_set = read_pair_tokens(f"{corpus_dir}/test_pairs.tsv", hp.max_eval_pairs)
 
         def evaluate(data, stop=None):
             return evaluate_pairs(model, data, family, hp, fidelity, rt.device, max_len, seed, stop)
 
     model = (build_lm(model_cfg) if family == "pelmo" else build_encoder(model_cfg, fidelity)).to(rt.device)
-    batches_per_epoch = math.ceil(n_train / hp["batch_size"])
+    batches_per_epoch = math.ceil(n_train / hp.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / rt.world)
-    total_steps = steps_per_epoch * hp["epochs"]
-    if hp.get("max_steps"):
-        total_steps = min(total_steps, hp["max_steps"])
+    total_steps = steps_per_epoch * hp.epochs
+    if hp.max_steps:
+        total_steps = min(total_steps, hp.max_steps)
     opt, sched, clip_global = build_optimizer(model, hp, total_steps, fidelity)
-    want_mlm, want_sfp = loss_active(hp.get("lambda_mlm")), loss_active(hp.get("lambda_sfp"))
+    want_mlm, want_sfp = loss_active(hp.lambda_mlm), loss_active(hp.lambda_sfp)
     if rt.world > 1:
         model = DDP(model, find_unused_parameters=family == "tfm" or (family == "rnn" and not (want_mlm and want_sfp)))
 
     definition = run_definition("pretrain", seed, hparams, {"corpus": file_digest(f"{corpus_dir}/stats.json")},
                                 rt.world)
-    state_file = StateFile(state_dir, hparams.get("save_every_minutes", 10), hparams.get("save_every_steps"),
+    state_file = StateFile(state_dir, settings.save_every_minutes, settings.save_every_steps,
                            definition, rt)
     heads = ("lm",) if family == "pelmo" else ("mlm", "sfp")  # the curve's loss/accuracy columns
     step, curve, best = 0, [], {"loss": math.inf, "step": 0, "state": None, "val": None}
@@ -434,19 +437,19 @@ def _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_
     while step < total_steps:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         anchors = np.random.default_rng([seed, epoch]).permutation(n_train)
-        data = SequenceBatches(corpus, hp["batch_size"], anchors) if family == "pelmo" else \
+        data = SequenceBatches(corpus, hp.batch_size, anchors) if family == "pelmo" else \
             PairBatches(corpus, index, family, hp, fidelity, seed, epoch, anchors, max_len)
         # every rank takes the same number of batches (wrapping around), or DDP's all-reduce would hang
         order = [(k * rt.world + rt.rank) % batches_per_epoch for k in range(in_epoch, steps_per_epoch)]
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, order), batch_size=None,
-                                             num_workers=hp.get("num_workers", 0))
+                                             num_workers=hp.num_workers)
         for batch in loader:
             torch.manual_seed(seed * 1_000_003 + step)  # dropout stream depends only on the step
             r = forward_losses(model, batch, family, hp, fidelity, rt.device, True, want_mlm, want_sfp)
             opt.zero_grad(set_to_none=True)
             r["loss"].backward()
             if clip_global:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), hp.get("clip_grad_norm", 1.0))
+                torch.nn.utils.clip_grad_norm_(model.parameters(), hp.clip_grad_norm)
             opt.step()
             if sched is not None:
                 sched.step()
@@ -460,12 +463,12 @@ def _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_
                 if f"{k}_loss" in r:
                     running[k].append(r[f"{k}_correct"] / max(r[f"{k}_n"], 1))
             bar.update(1)
-            if step % max(1, hp.get("log_every", 10)) == 0 or step == total_steps:
+            if step % max(1, hp.log_every) == 0 or step == total_steps:
                 curve.append({"step": step, "split": "train", "loss": np.mean(running["loss"]),
                               **{f"{k}_acc": np.mean(running[k]) if running[k] else None for k in heads},
                               "lr": opt.param_groups[0]["lr"], "elapsed_s": time.monotonic() - t0})
                 running = {k: [] for k in running}
-            if step % hp["eval_every"] == 0 or step == total_steps:
+            if step % hp.eval_every == 0 or step == total_steps:
                 try:
                     run_eval()
                 except Interrupted:
@@ -498,10 +501,10 @@ def _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_
             {"mlm_freq_acc": freq_acc, "sfp_chance": 0.5},
             "n_train_sequences": n_train, "n_families": int(index.n_families),
             "train_time_s": curve[-1]["elapsed_s"] if curve else 0.0,
-            "world_size": rt.world, "ranks_in_sync": in_sync, "precision": hp.get("precision", "fp32"),
+            "world_size": rt.world, "ranks_in_sync": in_sync, "precision": hp.precision,
             "run_fingerprint": state_file.fingerprint, "run_definition": definition,
         }
-        from plus.report.provenance import collect_provenance
+        from plus.provenance import collect_provenance
 
         result["provenance"] = collect_provenance(seed=seed, hparams=hparams)
         save_model(out_model, best["state"])
