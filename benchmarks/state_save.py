@@ -1,4 +1,4 @@
-"""Size and save/load time of a pre-training job's resumable state (plus.train.common.StateFile) at the paper's
+"""Size and save/load time of a pre-training job's resumable state (plus.train.state.StateFile) at the paper's
 sizes: the model, Adam's two moments, the best model so far and the curve, written atomically with fsync, as a
 save on SIGTERM/SIGUSR1 writes it. Sizes the lead time of SLURM's warning signal (slurm/config.yaml).
 Prints one JSON line per model.
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from plus.models import PlusRNN, PlusTFM
-from plus.train.common import StateFile, run_definition
+from plus.train.state import StateFile, run_definition
 
 MODELS = {"base": lambda: PlusRNN(hidden_dim=512), "large": lambda: PlusRNN(hidden_dim=1024), "tfm": PlusTFM}
 

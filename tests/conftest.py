@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from plus.train.common import Preemption, StateFile
+from plus.train.state import Preemption, StateFile
 
 
 @pytest.fixture

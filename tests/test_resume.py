@@ -21,10 +21,10 @@ from test_pretrain import corpus, tiny_hparams  # noqa: F401 - corpus: the sessi
 
 from plus.data import convert as C
 from plus.io import InputError, read_json
-from plus.train.common import StateFile, definition_changes, fingerprint, run_definition
 from plus.train.evaluate import evaluate
 from plus.train.finetune import finetune
 from plus.train.pretrain import pretrain
+from plus.train.state import StateFile, definition_changes, fingerprint, run_definition
 
 ROOT = Path(__file__).parents[1]
 SAVED = re.compile(r"(SIG\w+) arrived after step (\d+): saved at step (\d+) to (\S+); exiting with status (\d+)")

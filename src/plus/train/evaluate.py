@@ -11,12 +11,13 @@ from plus.data.tasks import load_manifest, read_split
 from plus.io import InputError, atomic_path, read_json, write_json
 from plus.provenance import collect_provenance
 from plus.tasks.registry import Task, get_task
-from plus.train.common import Runtime, file_digest, fingerprint, load_checkpoint, run_definition
+from plus.train.common import Runtime, load_checkpoint
 from plus.train.finetune_batches import subsample_dev, targets_of
 from plus.train.finetune_model import build_model
 from plus.train.hparams import FinetuneHP, finetune_settings
 from plus.train.inference import predict
 from plus.train.masking import loss_active
+from plus.train.state import file_digest, fingerprint, run_definition
 
 
 def check_run_record(path, model_path, task_name, data_dir, manifest, seed, hparams) -> dict:

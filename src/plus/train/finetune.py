@@ -5,7 +5,7 @@ forward pass feeds both losses), dev loss selects the model after each epoch, pa
 P-ELMo (spec §1.5, §3.1): the pre-trained LM is always frozen; homology trains the encoder and ordinal head
 (plus the contact-map head where the data has contact maps); every other task starts from the homology
 model of the same run, with LM and encoder frozen: only the MLP head trains (B17: frozen explicitly).
-Resumable state as in pre-training (common.StateFile: fingerprinted, saved on SIGTERM/SIGUSR1 too). The run's
+Resumable state as in pre-training (plus.train.state.StateFile: fingerprinted, saved on SIGTERM/SIGUSR1 too). The run's
 fingerprint goes to `run.json` beside model.pt, with the model's sha256; `plus evaluate` (plus.train.evaluate) checks
 both and copies the fingerprint into metrics.json.
 """
@@ -24,21 +24,7 @@ from plus.data.contacts import ContactMaps
 from plus.data.tasks import load_manifest, read_split
 from plus.io import write_json
 from plus.tasks.registry import Task, get_task
-from plus.train.common import (
-    Interrupted,
-    Preemption,
-    Runtime,
-    StateFile,
-    autocast,
-    check_optimizer,
-    check_tensors,
-    file_digest,
-    require,
-    run_definition,
-    save_model,
-    seed_everything,
-    write_curve,
-)
+from plus.train.common import Runtime, autocast, save_model, seed_everything, write_curve
 from plus.train.finetune_batches import bucket_order, chunk_records, make_batch, subsample_dev, targets_of, to_device
 from plus.train.finetune_losses import combined_loss
 from plus.train.finetune_model import build_model
@@ -46,6 +32,16 @@ from plus.train.homology_sampler import HomologySampler
 from plus.train.hparams import FinetuneHP, finetune_settings
 from plus.train.inference import predict
 from plus.train.masking import loss_active
+from plus.train.state import (
+    Interrupted,
+    Preemption,
+    StateFile,
+    check_optimizer,
+    check_tensors,
+    file_digest,
+    require,
+    run_definition,
+)
 
 
 def homology_contacts(task: Task, family: str, data_dir, manifest, hp: FinetuneHP, domains) -> ContactMaps | None:

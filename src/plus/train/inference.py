@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from plus.train.common import Preemption, autocast, eval_batches
+from plus.train.common import autocast, eval_batches
 from plus.train.finetune_batches import chunk_records, make_batch, to_device
 from plus.train.finetune_losses import contact_loss, mlm_loss, task_loss
 from plus.train.finetune_model import FinetuneModel
 from plus.train.hparams import FinetuneHP
 from plus.train.masking import loss_active
+from plus.train.state import Preemption
 
 
 @torch.no_grad()

@@ -23,20 +23,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from plus.io import write_json
 from plus.train.common import (
-    Interrupted,
-    Preemption,
     Runtime,
-    StateFile,
     autocast,
     build_encoder,
     build_lm,
     build_optimizer,
-    check_optimizer,
-    check_tensors,
     eval_batches,
-    file_digest,
-    require,
-    run_definition,
     save_model,
     seed_everything,
     unwrap,
@@ -44,6 +36,16 @@ from plus.train.common import (
 )
 from plus.train.hparams import PretrainHP, pretrain_settings
 from plus.train.masking import FamilyIndex, loss_active, mask_pair_tfm, mask_tokens, pad_targets
+from plus.train.state import (
+    Interrupted,
+    Preemption,
+    StateFile,
+    check_optimizer,
+    check_tensors,
+    file_digest,
+    require,
+    run_definition,
+)
 
 
 # ------------------------------------------------------------------ batches
