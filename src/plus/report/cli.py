@@ -52,7 +52,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
     p.set_defaults(func=run_tables)
 
-    p = subparsers.add_parser("tables-summary", help="seven-task summary table from the task tables")
+    p = subparsers.add_parser("tables-summary", help="summary table (one column per task) from the task tables")
     p.add_argument("--tables", nargs="+", required=True, metavar="[TASK=]CSV",
                    help="task tables from `plus tables`; TASK defaults to the file stem")
     p.add_argument("--title")
@@ -137,9 +137,10 @@ def run_tables(args: argparse.Namespace) -> None:
 def run_tables_summary(args: argparse.Namespace) -> None:
     from plus.report import tables
 
-    df = tables.build_summary_table(_task_tables(args.tables))
-    tables.write_table(df, args.out_csv, args.out_md, args.title or "Seven-task summary", args.out_html,
-                       tables.SUMMARY_LAYOUT)
+    task_tables = _task_tables(args.tables)
+    df = tables.build_summary_table(task_tables)
+    tables.write_table(df, args.out_csv, args.out_md, args.title or f"Summary of the {len(task_tables)} tasks",
+                       args.out_html, tables.SUMMARY_LAYOUT)
 
 
 def run_tables_pretraining(args: argparse.Namespace) -> None:

@@ -350,7 +350,7 @@ def headline_test_set(task: str, test_sets: Sequence[str]) -> str | None:
 
 
 def build_summary_table(task_tables: Mapping[str, pd.DataFrame | str | os.PathLike]) -> pd.DataFrame:
-    """The seven-task summary: one row per model/ablation, then per baseline, then per published model (in
+    """The tasks' summary: one row per model/ablation, then per baseline, then per published model (in
     order of first appearance within each kind), one column group
     ``"{task}:{test_set}/{metric}/{stat}"`` per task's headline metric (its registry entry's); ``n_runs`` is the
     largest number of runs (seeds) of a task, ``missing_runs`` the sum over tasks."""
