@@ -46,14 +46,10 @@ def _register_custom_tasks():
 _register_custom_tasks()
 
 
-def custom_flag(task):
-    """`--custom-task NAME=KIND` for a user's task (its jobs' `plus` commands register it), else ''."""
-    return f"--custom-task {task}={CUSTOM_TASKS[task]['kind']}" if task in CUSTOM_TASKS else ""
-
-
-def custom_flags():
-    """The flags of every user's task the config runs (commands that read several tasks)."""
-    return " ".join(custom_flag(t) for t in config["tasks"] if t in CUSTOM_TASKS)
+def plus_command(*tasks):
+    """`plus`, with `--custom-task NAME=KIND` for each user's task among `tasks` (its jobs register it)."""
+    flags = [f"--custom-task {t}={CUSTOM_TASKS[t]['kind']}" for t in tasks if t in CUSTOM_TASKS]
+    return " ".join(["plus", *flags])
 
 
 def _check_task_names():

@@ -15,7 +15,7 @@ rule convert_task:
     conda:
         "../envs/plus.yaml"
     params:
-        custom=lambda wc: custom_flag(wc.task),
+        plus=lambda wc: plus_command(wc.task),
         outdir=lambda wc, output: str(Path(output.manifest).parent),
         source=config["data"]["source"],
         seed=config["data"]["seed"],
@@ -26,6 +26,6 @@ rule convert_task:
             data_switches(wc.task, "corrected" if wc.datavariant == "data_corrected" else "plus")
         ),
     shell:
-        "plus {params.custom} data convert --task {wildcards.task} --source {params.source} --raw {params.raw} "
+        "{params.plus} data convert --task {wildcards.task} --source {params.source} --raw {params.raw} "
         "--outdir {params.outdir} --seed {params.seed} {params.max_train} {params.pairs} "
         "--fidelity '{params.fidelity}' > {log} 2>&1"

@@ -23,13 +23,13 @@ rule finetune:
         mem_mb=16000,
         runtime=runtime_minutes(8 * 60),
     params:
-        custom=lambda wc: custom_flag(wc.task),
+        plus=lambda wc: plus_command(wc.task),
         data=lambda wc, input: str(Path(input.data).parent),
         pretrained=pretrained_flag,
         state=state_dir,
         hp=lambda wc: as_json(finetune_hparams(wc)),
     shell:
-        "exec plus {params.custom} finetune --task {wildcards.task} --data {params.data} {params.pretrained} "
+        "exec {params.plus} finetune --task {wildcards.task} --data {params.data} {params.pretrained} "
         "--seed {wildcards.seed} --hparams '{params.hp}' --state-dir {params.state} "
         "--out-model {output.model} --out-curve {output.curve} --out-run {output.run} > {log} 2>&1"
 
@@ -52,11 +52,11 @@ rule evaluate:
         mem_mb=16000,
         runtime=runtime_minutes(60),
     params:
-        custom=lambda wc: custom_flag(wc.task),
+        plus=lambda wc: plus_command(wc.task),
         data=lambda wc, input: str(Path(input.data).parent),
         hp=lambda wc: as_json(finetune_hparams(wc)),
     shell:
-        "plus {params.custom} evaluate --task {wildcards.task} --data {params.data} --model {input.model} "
+        "{params.plus} evaluate --task {wildcards.task} --data {params.data} --model {input.model} "
         "--seed {wildcards.seed} --hparams '{params.hp}' --out-metrics {output.metrics} "
         "--out-predictions {output.predictions} --name {wildcards.model} --ablation {wildcards.ablation} "
         "--run {input.run} > {log} 2>&1"
@@ -72,11 +72,11 @@ rule baseline_trivial:
     conda:
         "../envs/plus.yaml"
     params:
-        custom=lambda wc: custom_flag(wc.task),
+        plus=lambda wc: plus_command(wc.task),
         data=lambda wc, input: str(Path(input.data).parent),
         fidelity=as_json(fidelity("plus")),
     shell:
-        "plus {params.custom} baseline --task {wildcards.task} --kind trivial --data {params.data} "
+        "{params.plus} baseline --task {wildcards.task} --kind trivial --data {params.data} "
         "--fidelity '{params.fidelity}' --out-metrics {output.metrics} > {log} 2>&1"
 
 

@@ -22,11 +22,11 @@ rule task_table:
     conda:
         "../envs/plus.yaml"
     params:
-        custom=lambda wc: custom_flag(wc.task),
+        plus=lambda wc: plus_command(wc.task),
         test_sets=test_set_map,
         labels=model_labels(),
     shell:
-        "plus {params.custom} tables --task {wildcards.task} --runs {input.runs} --expected {input.runs} "
+        "{params.plus} tables --task {wildcards.task} --runs {input.runs} --expected {input.runs} "
         "--baselines {input.baselines} --published {input.published} "
         "--test-set-map {params.test_sets} --model-label {params.labels} "
         "--out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
@@ -50,9 +50,9 @@ rule summary_table:
     conda:
         "../envs/plus.yaml"
     params:
-        custom=custom_flags(),
+        plus=plus_command(*config["tasks"]),
     shell:
-        "plus {params.custom} tables-summary --tables {input.tables} --out-csv {output.csv} --out-md {output.md} "
+        "{params.plus} tables-summary --tables {input.tables} --out-csv {output.csv} --out-md {output.md} "
         "--out-html {output.html} > {log} 2>&1"
 
 
@@ -98,9 +98,9 @@ rule ablation_plot:
     conda:
         "../envs/plus.yaml"
     params:
-        custom=lambda wc: custom_flag(wc.task),
+        plus=lambda wc: plus_command(wc.task),
     shell:
-        "plus {params.custom} plot ablation --task {wildcards.task} --runs {input.runs} "
+        "{params.plus} plot ablation --task {wildcards.task} --runs {input.runs} "
         "--out-png {output.png} --out-svg {output.svg} > {log} 2>&1"
 
 
@@ -168,9 +168,9 @@ rule finetune_curves_plot:
     conda:
         "../envs/plus.yaml"
     params:
-        custom=lambda wc: custom_flag(wc.task),
+        plus=lambda wc: plus_command(wc.task),
     shell:
-        "plus {params.custom} plot finetune-curves --task {wildcards.task} --curves {input.curves} --out-png {output.png} "
+        "{params.plus} plot finetune-curves --task {wildcards.task} --curves {input.curves} --out-png {output.png} "
         "--out-svg {output.svg} > {log} 2>&1"
 
 
@@ -188,11 +188,11 @@ rule ablation_effects_task:
         "../envs/plus.yaml"
     threads: 4
     params:
-        custom=lambda wc: custom_flag(wc.task),
+        plus=lambda wc: plus_command(wc.task),
         n_boot=config["effects"]["n_boot"],
         seed=config["effects"]["seed"],
     shell:
-        "plus {params.custom} effects --task {wildcards.task} --runs {input.runs} --n-boot {params.n_boot} "
+        "{params.plus} effects --task {wildcards.task} --runs {input.runs} --n-boot {params.n_boot} "
         "--seed {params.seed} --threads {threads} --out-csv {output} > {log} 2>&1"
 
 
@@ -215,9 +215,9 @@ rule ablation_effects:
     conda:
         "../envs/plus.yaml"
     params:
-        custom=custom_flags(),
+        plus=plus_command(*config["tasks"]),
     shell:
-        "plus {params.custom} effects-table --effects {input} --out-csv {output.csv} --out-md {output.md} "
+        "{params.plus} effects-table --effects {input} --out-csv {output.csv} --out-md {output.md} "
         "--out-html {output.html} --out-headline {output.headline} > {log} 2>&1"
 
 
@@ -238,6 +238,6 @@ rule effects_plot:
     conda:
         "../envs/plus.yaml"
     params:
-        custom=custom_flags(),
+        plus=plus_command(*config["tasks"]),
     shell:
-        "plus {params.custom} plot effects --effects {input} --out-png {output.png} --out-svg {output.svg} > {log} 2>&1"
+        "{params.plus} plot effects --effects {input} --out-png {output.png} --out-svg {output.svg} > {log} 2>&1"
