@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import io
 import json
+import math
 import os
 import tempfile
 import zlib
@@ -19,6 +20,14 @@ from pathlib import Path
 
 class InputError(ValueError):
     """Bad input data: the message names the file and the record."""
+
+
+def is_finite_number(text: str) -> bool:
+    """Whether `text` reads as a finite float (labels of regression tasks)."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def open_text(path: str | os.PathLike) -> io.TextIOBase:

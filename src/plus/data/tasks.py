@@ -13,14 +13,13 @@ Every reader validates while reading and raises :class:`plus.io.InputError` nami
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from plus.io import InputError, iter_lines, read_3line, read_fasta, read_json, write_json
+from plus.io import InputError, is_finite_number, iter_lines, read_3line, read_fasta, read_json, write_json
 
 LOCALIZATION_CLASSES = (
     "Cell.membrane",
@@ -130,25 +129,29 @@ def _nonempty(path, records: list) -> list:
     return records
 
 
-def read_protein(path: str | os.PathLike, labels: list[str] | None) -> list[tuple[str, str, int | float]]:
-    """FASTA ``>id label``; label is a class index into `labels`, or a finite float when `labels` is None."""
-    out, seen = [], set()
+def _labelled_fasta(path, what: str):
+    """(record, id, header fields, sequence) of a FASTA whose headers are ``>id label ...``: every record has
+    a label (`what`, for the error) and a unique id."""
+    seen: set = set()
     for record, header, seq in read_fasta(path):
         fields = header.split()
-        ident = fields[0]
         if len(fields) < 2:
-            raise InputError(f"{path}: record {record} ({ident}): no label in the header")
-        check_unique(path, record, ident, seen)
+            raise InputError(f"{path}: record {record} ({fields[0]}): no {what} in the header")
+        check_unique(path, record, fields[0], seen)
+        yield record, fields[0], fields, seq
+
+
+def read_protein(path: str | os.PathLike, labels: list[str] | None) -> list[tuple[str, str, int | float]]:
+    """FASTA ``>id label``; label is a class index into `labels`, or a finite float when `labels` is None."""
+    out = []
+    for record, ident, fields, seq in _labelled_fasta(path, "label"):
         check_seq(path, record, ident, seq)
         if labels is None:
-            try:
-                label = float(fields[1])
-            except ValueError:
-                label = math.nan
-            if not math.isfinite(label):
+            if not is_finite_number(fields[1]):
                 raise InputError(
                     f"{path}: record {record} ({ident}): label {fields[1]!r} is not a finite number"
                 )
+            label = float(fields[1])
         else:
             if not fields[1].isdigit() or int(fields[1]) >= len(labels):
                 raise InputError(
@@ -178,13 +181,8 @@ def read_residue(path: str | os.PathLike, label_chars: str) -> list[tuple[str, s
 
 def read_domains(path: str | os.PathLike) -> list[tuple[str, str, str]]:
     """Domain FASTA ``>id sccs [...]`` (ASTRAL headers work as is) -> [(id, sccs, seq)]."""
-    out, seen = [], set()
-    for record, header, seq in read_fasta(path):
-        fields = header.split()
-        ident = fields[0]
-        if len(fields) < 2:
-            raise InputError(f"{path}: record {record} ({ident}): no sccs label in the header")
-        check_unique(path, record, ident, seen)
+    out = []
+    for record, ident, fields, seq in _labelled_fasta(path, "sccs label"):
         _check_sccs(path, record, ident, fields[1])
         check_seq(path, record, ident, seq)
         out.append((ident, fields[1], seq.upper()))

@@ -1,11 +1,9 @@
 """What every converter shares: its declaration (`TaskData`), seeded splits, the record of one conversion
-(`Converted`) and how it becomes a task directory, raw-key checks and tar-member extraction."""
+(`Converted`) and how it becomes a task directory, and raw-key checks."""
 
 from __future__ import annotations
 
 import math
-import shutil
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,9 +63,14 @@ def take(records: list, idx: list[int]) -> list:
     return [records[i] for i in idx]
 
 
-def train_dev_test(fractions: tuple[float, float, float]) -> dict[str, float]:
-    """The `split_groups` fractions of a (train, dev, test) triple."""
-    return dict(zip(("train", "dev", "test"), fractions, strict=True))
+def seeded_split(records: list, keys, fractions: tuple[float, ...], seed: int, max_train: int | None) -> dict:
+    """`records` split by `split_groups` on `keys` with (train, dev[, test]) `fractions`, the training part
+    then subsampled to `max_train`: {split name: records}."""
+    names = ("train", "dev", "test")[: len(fractions)]
+    parts = split_groups(keys, dict(zip(names, fractions, strict=True)), seed)
+    out = {name: take(records, idx) for name, idx in parts.items()}
+    out["train"] = subsample(out["train"], max_train, seed)
+    return out
 
 
 # -- one conversion and its task directory -----------------------------------------------------------------
@@ -153,34 +156,3 @@ def require(raw: dict, keys, task: str, source: str) -> None:
         raise InputError(
             f"{task} ({source}): missing --raw key(s) {', '.join(missing)}; expected {', '.join(keys)}"
         )
-
-
-# -- archive members (canonical releases) ------------------------------------------------------------------
-
-
-def tar_members(archive, suffixes: dict[str, str]) -> dict[str, tarfile.TarInfo]:
-    """Map key -> the one archive member whose path ends with '/' + suffix (or equals suffix)."""
-    try:
-        with tarfile.open(archive) as tf:
-            members = [m for m in tf.getmembers() if m.isfile()]
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InputError(f"{archive}: not a readable tar archive ({exc})") from exc
-    out = {}
-    for key, suffix in suffixes.items():
-        hits = [m for m in members if m.name == suffix or m.name.endswith("/" + suffix)]
-        if len(hits) != 1:
-            raise InputError(f"{archive}: expected one member named {suffix!r}, found {len(hits)}")
-        out[key] = hits[0]
-    return out
-
-
-def extract(archive, members: dict[str, tarfile.TarInfo], tmp: Path) -> dict[str, Path]:
-    """Extract the given members (by name only, never their stored paths) into `tmp`."""
-    out = {}
-    with tarfile.open(archive) as tf:
-        for key, member in members.items():
-            path = tmp / Path(member.name).name
-            with tf.extractfile(member) as src, open(path, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            out[key] = path
-    return out

@@ -14,12 +14,11 @@ raw keys: ``train``, ``test`` (one test set named "test") or ``test_<name>`` (on
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Callable
 from pathlib import Path
 
-from plus.data.converters.common import Converted, split_groups, subsample, write_split_task
-from plus.io import InputError, iter_lines
+from plus.data.converters.common import Converted, seeded_split, subsample, write_split_task
+from plus.io import InputError, is_finite_number, iter_lines
 
 DEV_FRACTION = 0.1
 
@@ -67,11 +66,7 @@ def _check_label(where: str, kind: str, seq: str, label: str) -> None:
     if not label:
         raise InputError(f"{where}: empty label")
     if kind == "protein_regression":
-        try:
-            value = float(label)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
+        if not is_finite_number(label):
             raise InputError(f"{where}: label {label!r} is not a finite number")
     elif kind == "residue_classification":
         if len(label) != len(seq):
@@ -122,8 +117,8 @@ def csv_converter(task: str, kind: str) -> Callable:
             dev = read_csv(raw["dev"], kind, "dev")
             dev_rule = f"dev = {Path(raw['dev']).name}"
         else:
-            parts = split_groups([r[1] for r in train], {"train": 1 - DEV_FRACTION, "dev": DEV_FRACTION}, seed)
-            train, dev = [train[i] for i in parts["train"]], [train[i] for i in parts["dev"]]
+            s = seeded_split(train, [r[1] for r in train], (1 - DEV_FRACTION, DEV_FRACTION), seed, None)
+            train, dev = s["train"], s["dev"]
             dev_rule = f"dev = a seeded {DEV_FRACTION:.0%} of the training CSV (identical sequences together)"
         train = _encode(raw["train"], train, kind, classes)
         dev = _encode(raw.get("dev", raw["train"]), dev, kind, classes)

@@ -11,16 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from plus.data.converters.common import (
-    Converted,
-    TaskData,
-    extract,
-    require,
-    split_groups,
-    subsample,
-    take,
-    tar_members,
-)
+from plus.data.converters.archives import extract, tar_members
+from plus.data.converters.common import Converted, TaskData, require, seeded_split, subsample, take
 from plus.data.tasks import domain_lines, pair_lines, read_domains, read_pairs, write_task
 from plus.io import InputError
 
@@ -66,15 +58,8 @@ def _pairs_per_level(pairs: dict[str, list]) -> dict[str, list[int]]:
     return {name: np.bincount([p[4] for p in ps], minlength=5).tolist() for name, ps in pairs.items()}
 
 
-def convert_homology_embedded(
-    raw: dict[str, Path],
-    outdir: Path,
-    seed: int,
-    max_train: int | None = None,
-    dev_fraction: float = 0.2,
-    n_pairs_dev: int = 500,
-    n_pairs_test: int = 1000,
-) -> dict:
+def convert_homology_embedded(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None,
+                              dev_fraction: float = 0.2, n_pairs_dev: int = 500, n_pairs_test: int = 1000) -> dict:
     """SCOP 1.75 DeepSF domain sets -> train domains, dev pairs and two test pair sets.
 
     test "id25" = all id25 domains (711); test "id40" = id40 domains not in id25 (265); train/dev = the id70
@@ -87,8 +72,8 @@ def convert_homology_embedded(
     test40 = [d for d in id40 if d[0] not in in25]
     held = in25 | {d[0] for d in id40}
     pool = [d for d in id70 if d[0] not in held]
-    parts = split_groups(range(len(pool)), {"train": 1 - dev_fraction, "dev": dev_fraction}, seed)
-    train, dev = subsample(take(pool, parts["train"]), max_train, seed), take(pool, parts["dev"])
+    s = seeded_split(pool, range(len(pool)), (1 - dev_fraction, dev_fraction), seed, max_train)
+    train, dev = s["train"], s["dev"]
     tests = {"id40": test40, "id25": id25}
     pairs = {"dev": sample_pairs(dev, n_pairs_dev, seed)}
     pairs.update({name: sample_pairs(d, n_pairs_test, seed) for name, d in tests.items()})
@@ -168,15 +153,9 @@ def extract_contact_maps(archive, outdir: Path) -> dict[str, int]:
     return counts
 
 
-def convert_homology_canonical(
-    raw: dict[str, Path],
-    outdir: Path,
-    seed: int,
-    max_train: int | None = None,
-    contact_maps: bool = True,
-    test_2_07: str = "sampled",
-    n_pairs_test: int = 100000,
-) -> dict:
+def convert_homology_canonical(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None,
+                               contact_maps: bool = True, test_2_07: str = "sampled",
+                               n_pairs_test: int = 100000) -> dict:
     """Bepler & Berger scope.tar.gz: 2.06 train.train FASTA -> train domains; 2.06 train.dev sampled pairs ->
     dev; 2.06 test sampled pairs -> test "2.06"; test "2.07" from the 2.07-new all pairs: a seeded
     level-stratified sample of up to `n_pairs_test` pairs (`test_2_07` "sampled", as the reference's

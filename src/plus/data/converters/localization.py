@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
-from plus.data.converters.common import Converted, TaskData, require, split_groups, subsample, take, write_split_task
+from plus.data.converters.common import Converted, TaskData, require, seeded_split, write_split_task
 from plus.data.tasks import LOCALIZATION_CLASSES
 from plus.io import InputError, read_fasta
 
@@ -79,14 +80,21 @@ def _per_input(counts: dict[str, Counter]) -> dict[str, int]:
     return {f"{key}: {what}": n for key, c in counts.items() for what, n in sorted(c.items())}
 
 
-def convert_localization_embedded(
-    raw: dict[str, Path],
-    outdir: Path,
-    seed: int,
-    max_train: int | None = None,
-    dev_fraction: float = LOCALIZATION_DEV_FRACTION,
-    dual_as_first: bool = True,
-) -> dict:
+def _write_localization(outdir, pooled: Converted, dev_fraction: float, dual_as_first: bool) -> dict:
+    """Write `pooled` (its `train` = the whole training partition) split seeded into train/dev, with the rules,
+    switch and truncation both sources share."""
+    s = seeded_split(pooled.train, range(len(pooled.train)), (1 - dev_fraction, dev_fraction), pooled.seed,
+                     pooled.max_train)
+    return write_split_task(outdir, LOCALIZATION.kind, replace(
+        pooled, train=s["train"], dev=s["dev"],
+        rules={**pooled.rules, "dual locations": _dual_location_rule(dual_as_first),
+               "truncate": "sequences longer than 1000 keep the first 500 + last 500 residues"},
+        fidelity={"data_localization_dual_as_first": dual_as_first}, extra={"truncate": LOCALIZATION_TRUNCATE},
+    ))
+
+
+def convert_localization_embedded(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None,
+                                  dev_fraction: float = LOCALIZATION_DEV_FRACTION, dual_as_first: bool = True) -> dict:
     """DeepLoc training-partition subset (1,678) -> seeded train/dev; DeepLoc test (2,768) -> test "deeploc".
 
     Labels: class id in the reference order (LOCALIZATION_CLASSES); sequences over 1,000 residues keep the
@@ -97,35 +105,24 @@ def convert_localization_embedded(
     require(raw, LOCALIZATION.embedded_files, "localization", "embedded")
     pool, _, relabel_pool, drop_pool = _deeploc(raw["train_fasta"], dual_as_first)
     test, _, relabel_test, drop_test = _deeploc(raw["test_fasta"], dual_as_first)
-    parts = split_groups(range(len(pool)), {"train": 1 - dev_fraction, "dev": dev_fraction}, seed)
     rules = {
         "train/dev": f"DeepLoc training-partition proteins, seeded {1 - dev_fraction:g}/{dev_fraction:g} "
         "random split",
         "test": "DeepLoc test partition",
         "label": "header token 2 without its -M/-S/-U suffix, index in the reference class order",
-        "dual locations": _dual_location_rule(dual_as_first),
-        "truncate": "sequences longer than 1000 keep the first 500 + last 500 residues",
     }
-    return write_split_task(outdir, LOCALIZATION.kind, Converted(
-        "localization", "embedded", raw, seed, max_train, list(LOCALIZATION_CLASSES),
-        train=subsample(take(pool, parts["train"]), max_train, seed), dev=take(pool, parts["dev"]),
-        tests={"deeploc": test}, rules=rules,
-        notes="Only 1,678 of DeepLoc's ~11k training-partition proteins are embedded.",
-        dropped=_per_input({"train_fasta": drop_pool, "test_fasta": drop_test}),
-        relabelled=_per_input({"train_fasta": relabel_pool, "test_fasta": relabel_test}),
-        fidelity={"data_localization_dual_as_first": dual_as_first},
-        extra={"truncate": LOCALIZATION_TRUNCATE},
-    ))
+    return _write_localization(
+        outdir, Converted(
+            "localization", "embedded", raw, seed, max_train, list(LOCALIZATION_CLASSES), train=pool, dev=[],
+            tests={"deeploc": test}, rules=rules,
+            notes="Only 1,678 of DeepLoc's ~11k training-partition proteins are embedded.",
+            dropped=_per_input({"train_fasta": drop_pool, "test_fasta": drop_test}),
+            relabelled=_per_input({"train_fasta": relabel_pool, "test_fasta": relabel_test}),
+        ), dev_fraction, dual_as_first)
 
 
-def convert_localization_canonical(
-    raw: dict[str, Path],
-    outdir: Path,
-    seed: int,
-    max_train: int | None = None,
-    dev_fraction: float = LOCALIZATION_DEV_FRACTION,
-    dual_as_first: bool = True,
-) -> dict:
+def convert_localization_canonical(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None,
+                                   dev_fraction: float = LOCALIZATION_DEV_FRACTION, dual_as_first: bool = True) -> dict:
     """DeepLoc 1.0 deeploc_data.fasta: `test`-tagged -> test "deeploc"; the rest -> seeded train/dev.
 
     Same labels, truncation and Cytoplasm-Nucleus rule (`dual_as_first`) as the embedded converter.
@@ -137,22 +134,17 @@ def convert_localization_canonical(
     test = [r for r, t in zip(recs, is_test, strict=True) if t]
     if not pool or not test:
         raise InputError(f"{raw['fasta']}: needs both 'test'-tagged and untagged records")
-    parts = split_groups(range(len(pool)), {"train": 1 - dev_fraction, "dev": dev_fraction}, seed)
     rules = {
         "train/dev": f"untagged (training-partition) records, seeded {1 - dev_fraction:g}/{dev_fraction:g} "
         "random split",
         "test": "records tagged 'test'",
-        "dual locations": _dual_location_rule(dual_as_first),
-        "truncate": "sequences longer than 1000 keep the first 500 + last 500 residues",
     }
-    return write_split_task(outdir, LOCALIZATION.kind, Converted(
-        "localization", "canonical", raw, seed, max_train, list(LOCALIZATION_CLASSES),
-        train=subsample(take(pool, parts["train"]), max_train, seed), dev=take(pool, parts["dev"]),
-        tests={"deeploc": test}, rules=rules,
-        dropped=_per_input({"fasta": dropped}), relabelled=_per_input({"fasta": relabelled}),
-        fidelity={"data_localization_dual_as_first": dual_as_first},
-        extra={"truncate": LOCALIZATION_TRUNCATE},
-    ))
+    return _write_localization(
+        outdir, Converted(
+            "localization", "canonical", raw, seed, max_train, list(LOCALIZATION_CLASSES), train=pool, dev=[],
+            tests={"deeploc": test}, rules=rules,
+            dropped=_per_input({"fasta": dropped}), relabelled=_per_input({"fasta": relabelled}),
+        ), dev_fraction, dual_as_first)
 
 
 # reference handling: 14,004 records, the 146 Cytoplasm-Nucleus ones (partitions not documented) kept as

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plus.data.converters.common import (
-    Converted,
-    TaskData,
-    require,
-    split_groups,
-    subsample,
-    take,
-    tar_members,
-    train_dev_test,
-    write_split_task,
-)
+from plus.data.converters.archives import tar_members
+from plus.data.converters.common import Converted, TaskData, require, seeded_split, subsample, write_split_task
 from plus.data.converters.tape import tape_json
 from plus.data.tasks import SS8
 from plus.io import InputError, iter_lines
@@ -54,10 +45,8 @@ def netsurfp_csv(path, prefix: str) -> list[tuple[str, str, str]]:
         if not residues:
             raise InputError(f"{path}: record {record} (line {line_no}): empty sequence")
         if len(residues) != len(states):
-            raise InputError(
-                f"{path}: record {record} ({ident}): sequence length {len(residues)} != "
-                f"label length {len(states)}"
-            )
+            raise InputError(f"{path}: record {record} ({ident}): sequence length {len(residues)} != label length "
+                             f"{len(states)}")
         seq = "".join(residues).upper()
         if not seq.isalpha():
             raise InputError(f"{path}: record {record} ({ident}): non-letter characters in the sequence")
@@ -67,13 +56,8 @@ def netsurfp_csv(path, prefix: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def convert_secstr_embedded(
-    raw: dict[str, Path],
-    outdir: Path,
-    seed: int,
-    max_train: int | None = None,
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
-) -> dict:
+def convert_secstr_embedded(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None,
+                            fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> dict:
     """NetSurfP-2.0 8-state CSVs: CB513 (511) -> seeded train/dev/test "cb513" (identical sequences kept in
     one split); TS115 (115) and CASP12 (20) -> tests "ts115", "casp12". Labels: digit = index in GHIBESTC.
 
@@ -85,8 +69,8 @@ def convert_secstr_embedded(
         "ts115": netsurfp_csv(raw["ts115_csv"], "ts115"),
         "casp12": netsurfp_csv(raw["casp12_csv"], "casp12"),
     }
-    parts = split_groups([seq for _, seq, _ in cb513], train_dev_test(fractions), seed)
-    tests = {"cb513": take(cb513, parts["test"]), **tests}
+    s = seeded_split(cb513, [seq for _, seq, _ in cb513], fractions, seed, max_train)
+    tests = {"cb513": s["test"], **tests}
     rules = {
         "train/dev/test cb513": "CB513 split at random (seeded) by unique sequence, "
         + "/".join(f"{f:g}" for f in fractions),
@@ -100,14 +84,12 @@ def convert_secstr_embedded(
     )
     return write_split_task(outdir, SECSTR.kind, Converted(
         "secstr", "embedded", raw, seed, max_train, list(SS8),
-        train=subsample(take(cb513, parts["train"]), max_train, seed), dev=take(cb513, parts["dev"]),
+        train=s["train"], dev=s["dev"],
         tests=tests, rules=rules, notes=notes, extra={"label_chars": SS8_DIGITS},
     ))
 
 
-def convert_secstr_canonical(
-    raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None
-) -> dict:
+def convert_secstr_canonical(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None) -> dict:
     """TAPE raw secondary_structure.tar.gz: train/valid -> train/dev, cb513/casp12/ts115 -> tests; labels =
     the `ss8` ids (NetSurfP order GHIBESTC) as digits. raw key: archive.
     """

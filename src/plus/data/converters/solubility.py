@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plus.data.converters.common import Converted, TaskData, require, split_groups, subsample, take, write_split_task
+from plus.data.converters.common import Converted, TaskData, require, seeded_split, subsample, write_split_task
 from plus.data.tasks import SOLUBILITY_CLASSES
 from plus.io import InputError, iter_lines
 
 
+def _lines(path) -> list[str]:
+    """The stripped lines of `path`, trailing blank lines dropped."""
+    lines = [line.strip() for _, line in iter_lines(path)]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
 def _deepsol(src, tgt, prefix: str) -> list[tuple[str, str, int]]:
     """DeepSol `*_src` (one sequence a line) + `*_tgt` (one 0/1 label a line) -> (id, seq, label)."""
-    seqs = [s.strip() for _, s in iter_lines(src)]
-    labels = [s.strip() for _, s in iter_lines(tgt)]
-    while seqs and not seqs[-1]:
-        seqs.pop()
-    while labels and not labels[-1]:
-        labels.pop()
+    seqs, labels = _lines(src), _lines(tgt)
     if not seqs:
         raise InputError(f"{src}: empty file (no records)")
     if len(seqs) != len(labels):
@@ -34,9 +37,8 @@ def _deepsol(src, tgt, prefix: str) -> list[tuple[str, str, int]]:
     return out
 
 
-def convert_solubility_embedded(
-    raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None, dev_fraction: float = 0.1
-) -> dict:
+def convert_solubility_embedded(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None,
+                                dev_fraction: float = 0.1) -> dict:
     """DeepSol validation (6,942) -> seeded train/dev (`dev_fraction`); DeepSol test (2,001) -> test
     "deepsol".
 
@@ -45,7 +47,7 @@ def convert_solubility_embedded(
     require(raw, SOLUBILITY.embedded_files, "solubility", "embedded")
     val = _deepsol(raw["val_src"], raw["val_tgt"], "deepsol_val")
     test = _deepsol(raw["test_src"], raw["test_tgt"], "deepsol_test")
-    parts = split_groups(range(len(val)), {"train": 1 - dev_fraction, "dev": dev_fraction}, seed)
+    s = seeded_split(val, range(len(val)), (1 - dev_fraction, dev_fraction), seed, max_train)
     rules = {
         "train/dev": f"DeepSol validation split, seeded {1 - dev_fraction:g}/{dev_fraction:g} random split",
         "test": "DeepSol test set, complete",
@@ -53,14 +55,12 @@ def convert_solubility_embedded(
     notes = "DeepSol training sequences are not embedded; the validation split stands in for train+dev."
     return write_split_task(outdir, SOLUBILITY.kind, Converted(
         "solubility", "embedded", raw, seed, max_train, list(SOLUBILITY_CLASSES),
-        train=subsample(take(val, parts["train"]), max_train, seed), dev=take(val, parts["dev"]),
+        train=s["train"], dev=s["dev"],
         tests={"deepsol": test}, rules=rules, notes=notes,
     ))
 
 
-def convert_solubility_canonical(
-    raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None
-) -> dict:
+def convert_solubility_canonical(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None) -> dict:
     """DeepSol (DSOL_rv0.2 data/ or Zenodo 1162886): train/val/test -> train/dev/test "deepsol".
 
     raw keys: train_src, train_tgt, val_src, val_tgt, test_src, test_tgt.

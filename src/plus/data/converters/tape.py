@@ -4,22 +4,12 @@ TAPE's raw JSON archives (also secondary structure's) and of ProteinBERT's TAPE 
 from __future__ import annotations
 
 import json
-import math
 import tarfile
 from pathlib import Path
 
-from plus.data.converters.common import (
-    Converted,
-    TaskData,
-    require,
-    split_groups,
-    subsample,
-    take,
-    tar_members,
-    train_dev_test,
-    write_split_task,
-)
-from plus.io import InputError, iter_lines
+from plus.data.converters.archives import tar_members
+from plus.data.converters.common import Converted, TaskData, require, seeded_split, subsample, write_split_task
+from plus.io import InputError, is_finite_number, iter_lines
 
 # TAPE's raw JSON archives of the PyTorch release (README since March 2020; bucket moved in August 2021, TAPE
 # issue #112): <name>/<name>_<split>.json with `primary` as letters. config.yaml downloads these URLs.
@@ -27,11 +17,7 @@ TAPE_RAW_URL = "http://s3.amazonaws.com/songlabdata/proteindata/data_raw_pytorch
 
 
 def _check_float(where, record, text) -> str:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
+    if not is_finite_number(text):
         raise InputError(f"{where}: record {record}: label {text!r} is not a finite number")
     return text
 
@@ -133,9 +119,7 @@ def _tape_canonical(task: str, data: TaskData, value_key: str, raw, outdir, seed
 # -- stability ---------------------------------------------------------------------------------------------
 
 
-def convert_stability_embedded(
-    raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None
-) -> dict:
+def convert_stability_embedded(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None) -> dict:
     """TAPE stability train/valid/test (complete) -> train/dev/test "tape".
 
     raw keys: train_csv, valid_csv, test_csv.
@@ -155,9 +139,7 @@ def convert_stability_embedded(
     ))
 
 
-def convert_stability_canonical(
-    raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None
-) -> dict:
+def convert_stability_canonical(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None) -> dict:
     """TAPE raw stability.tar.gz (stability_{train,valid,test}.json, `stability_score`) -> train/dev/test
     "tape".
 
@@ -169,20 +151,15 @@ def convert_stability_canonical(
 # -- fluorescence ------------------------------------------------------------------------------------------
 
 
-def convert_fluorescence_embedded(
-    raw: dict[str, Path],
-    outdir: Path,
-    seed: int,
-    max_train: int | None = None,
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-) -> dict:
+def convert_fluorescence_embedded(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None,
+                                  fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> dict:
     """TAPE fluorescence *validation* split (5,362) -> seeded train/dev/test "tape_valid_resplit".
 
     This is not TAPE's test set (27,217 genotypes with >= 4 mutations, not embedded). raw key: valid_csv.
     """
     require(raw, FLUORESCENCE.embedded_files, "fluorescence", "embedded")
     recs = seq_label_csv(raw["valid_csv"], "tape_valid")
-    parts = split_groups(range(len(recs)), train_dev_test(fractions), seed)
+    s = seeded_split(recs, range(len(recs)), fractions, seed, max_train)
     rules = {
         "splits": "TAPE validation split re-split at random (seeded) into train/dev/test "
         + "/".join(f"{f:g}" for f in fractions)
@@ -193,14 +170,11 @@ def convert_fluorescence_embedded(
     )
     return write_split_task(outdir, FLUORESCENCE.kind, Converted(
         "fluorescence", "embedded", raw, seed, max_train, None,
-        train=subsample(take(recs, parts["train"]), max_train, seed), dev=take(recs, parts["dev"]),
-        tests={"tape_valid_resplit": take(recs, parts["test"])}, rules=rules, notes=notes,
+        train=s["train"], dev=s["dev"], tests={"tape_valid_resplit": s["test"]}, rules=rules, notes=notes,
     ))
 
 
-def convert_fluorescence_canonical(
-    raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None
-) -> dict:
+def convert_fluorescence_canonical(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None) -> dict:
     """TAPE raw fluorescence.tar.gz (`log_fluorescence`) -> train/dev/test "tape". raw key: archive."""
     return _tape_canonical("fluorescence", FLUORESCENCE, "log_fluorescence", raw, outdir, seed, max_train)
 

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
-from plus.data.converters.common import (
-    Converted,
-    TaskData,
-    extract,
-    require,
-    split_groups,
-    subsample,
-    take,
-    tar_members,
-    train_dev_test,
-    write_split_task,
-)
+from plus.data.converters.archives import extract, tar_members
+from plus.data.converters.common import Converted, TaskData, require, seeded_split, write_split_task
 from plus.data.tasks import TM_LABELS
 from plus.io import InputError, read_3line
 
@@ -68,49 +59,45 @@ def _signal_peptide_rule(drop_signal_peptides: bool) -> str:
             "(corrected: all four TOPCONS2 sets, as Bepler & Berger evaluate them)")
 
 
-def convert_transmembrane_embedded(
-    raw: dict[str, Path],
-    outdir: Path,
-    seed: int,
-    max_train: int | None = None,
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
-    drop_signal_peptides: bool = True,
-) -> dict:
+def _write_transmembrane(outdir, pooled: Converted, fractions, drop_signal_peptides: bool, split_rule: str) -> dict:
+    """Write `pooled` (its `train` = all records, its one test set empty) split seeded by unique sequence into
+    train/dev/test, with the signal-peptide rule and switch both sources share."""
+    s = seeded_split(pooled.train, [seq for _, seq, _ in pooled.train], fractions, pooled.seed, pooled.max_train)
+    rules = {"labels": pooled.rules["labels"], "signal peptides": _signal_peptide_rule(drop_signal_peptides),
+             **{k: v for k, v in pooled.rules.items() if k != "labels"},
+             "splits": split_rule + "/".join(f"{f:g}" for f in fractions)}
+    return write_split_task(outdir, TRANSMEMBRANE.kind, replace(
+        pooled, train=s["train"], dev=s["dev"], tests={name: s["test"] for name in pooled.tests}, rules=rules,
+        fidelity={"data_transmembrane_drop_signal_peptides": drop_signal_peptides}, extra={"label_chars": TM_LABELS},
+    ))
+
+
+def convert_transmembrane_embedded(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None,
+                                   fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                                   drop_signal_peptides: bool = True) -> dict:
     """TOPCONS2 3D structure DB (680 records) -> records with X or L labels dropped (counted) -> seeded
     train/dev/test "topcons2_3d" split by unique sequence. S labels (none in this file) are handled as in the
     canonical converter. raw key: threeline.
     """
     require(raw, TRANSMEMBRANE.embedded_files, "transmembrane", "embedded")
     recs, dropped, relabelled = _threeline(raw["threeline"], drop="XL", drop_signal_peptides=drop_signal_peptides)
-    parts = split_groups([seq for _, seq, _ in recs], train_dev_test(fractions), seed)
     rules = {
         "labels": "records whose label line has X (unknown) or L (re-entrant loop) are dropped, never "
         "relabelled",
-        "signal peptides": _signal_peptide_rule(drop_signal_peptides),
-        "splits": "seeded random split by unique sequence, " + "/".join(f"{f:g}" for f in fractions),
     }
     notes = (
         "The TOPCONS2 benchmark sets are not embedded; TOPCONS2's PDB-derived structure database stands "
         "in for them."
     )
-    return write_split_task(outdir, TRANSMEMBRANE.kind, Converted(
-        "transmembrane", "embedded", raw, seed, max_train, list(TM_LABELS),
-        train=subsample(take(recs, parts["train"]), max_train, seed), dev=take(recs, parts["dev"]),
-        tests={"topcons2_3d": take(recs, parts["test"])}, rules=rules, notes=notes,
-        dropped=dict(dropped), relabelled=dict(relabelled),
-        fidelity={"data_transmembrane_drop_signal_peptides": drop_signal_peptides},
-        extra={"label_chars": TM_LABELS},
-    ))
+    return _write_transmembrane(outdir, Converted(
+        "transmembrane", "embedded", raw, seed, max_train, list(TM_LABELS), train=recs, dev=[],
+        tests={"topcons2_3d": []}, rules=rules, notes=notes, dropped=dict(dropped), relabelled=dict(relabelled),
+    ), fractions, drop_signal_peptides, "seeded random split by unique sequence, ")
 
 
-def convert_transmembrane_canonical(
-    raw: dict[str, Path],
-    outdir: Path,
-    seed: int,
-    max_train: int | None = None,
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
-    drop_signal_peptides: bool = True,
-) -> dict:
+def convert_transmembrane_canonical(raw: dict[str, Path], outdir: Path, seed: int, max_train: int | None = None,
+                                    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                                    drop_signal_peptides: bool = True) -> dict:
     """Bepler & Berger transmembrane.tar.gz (TOPCONS2_datasets/{TM,SP+TM,Globular,Globular+SP}.3line):
     union of the four sets (ids prefixed `set:`); records with S (signal peptide) dropped
     (`drop_signal_peptides`, the inferred reference) or kept with S -> O; counted per set; seeded
@@ -127,23 +114,12 @@ def convert_transmembrane_canonical(
             sets[name] = len(got)
             dropped.update({f"{name}: {k}": v for k, v in drop.items()})
             relabelled.update({f"{name}: {k}": v for k, v in relabel.items()})
-    parts = split_groups([seq for _, seq, _ in recs], train_dev_test(fractions), seed)
-    rules = {
-        "labels": "I/O/M as released; any other letter but S raises",
-        "signal peptides": _signal_peptide_rule(drop_signal_peptides),
-        "sets kept": sets,
-        "splits": "union of the four TOPCONS2 sets, seeded random split by unique sequence, "
-        + "/".join(f"{f:g}" for f in fractions),
-    }
-    return write_split_task(outdir, TRANSMEMBRANE.kind, Converted(
-        "transmembrane", "canonical", raw, seed, max_train, list(TM_LABELS),
-        train=subsample(take(recs, parts["train"]), max_train, seed), dev=take(recs, parts["dev"]),
-        tests={"topcons2": take(recs, parts["test"])}, rules=rules,
-        notes="PLUS's own transmembrane split is undocumented; this rule is ours.",
+    rules = {"labels": "I/O/M as released; any other letter but S raises", "sets kept": sets}
+    return _write_transmembrane(outdir, Converted(
+        "transmembrane", "canonical", raw, seed, max_train, list(TM_LABELS), train=recs, dev=[],
+        tests={"topcons2": []}, rules=rules, notes="PLUS's own transmembrane split is undocumented; this rule is ours.",
         dropped=dropped, relabelled=relabelled,
-        fidelity={"data_transmembrane_drop_signal_peptides": drop_signal_peptides},
-        extra={"label_chars": TM_LABELS},
-    ))
+    ), fractions, drop_signal_peptides, "union of the four TOPCONS2 sets, seeded random split by unique sequence, ")
 
 
 TRANSMEMBRANE = TaskData(
