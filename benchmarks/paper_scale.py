@@ -259,7 +259,7 @@ def loader_rate(corpus_dir: Path, hparams: dict, batches: int) -> float:
     """Pairs/s that one DataLoader worker delivers: the real PairBatches (sampler, masking, collation)."""
     import torch
 
-    from plus.data.pfam import PfamCorpus
+    from plus.data.pfam_corpus import PfamCorpus
     from plus.train.hparams import pretrain_settings
     from plus.train.masking import FamilyIndex
     from plus.train.pretrain import PairBatches

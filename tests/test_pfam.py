@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from plus.alphabet import decode, encode
-from plus.data.pfam import PfamCorpus, parse_header, preprocess, read_pairs
+from plus.data.pfam import parse_header, preprocess
+from plus.data.pfam_corpus import PfamCorpus, read_pairs
 from plus.data.pfam_demo import build_demo_corpus, read_stockholm
 from plus.io import InputError, read_fasta
 
@@ -86,9 +87,9 @@ def test_malformed_header_names_file_and_record(tmp_path):
 def inflater(request, monkeypatch):
     """Both decompressors: ISA-L's (when installed) and the zlib fallback."""
     if request.param == "zlib":
-        import plus.data.pfam as pfam
+        import plus.data.fasta_blocks as fasta_blocks
 
-        monkeypatch.setattr(pfam, "_inflate", zlib)
+        monkeypatch.setattr(fasta_blocks, "_inflate", zlib)
     return request.param
 
 

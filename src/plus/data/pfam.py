@@ -1,4 +1,4 @@
-"""Pfam pre-training corpus: a streaming Pfam-A.fasta preprocessor, the memory-mapped corpus and SFP pairs.
+"""Pfam pre-training corpus: a streaming Pfam-A.fasta preprocessor (its reader: plus.data.pfam_corpus).
 
 `preprocess` turns `Pfam-A.fasta.gz` (records `>NAME/start-end ACC.v PFxxxxx.v;FamilyID;`) into the
 training shards and the held-out sets of the paper (spec §2.1), in one decompression pass and in memory
@@ -15,12 +15,12 @@ bounded by the number of families:
   (train + val) after the length filter; dropped families are removed from every split (val, test too).
 * Residues are upper-cased and encoded with the reference alphabet (O->K, U->C, B/Z/other->X = 21);
   every byte outside ARNDCQEGHILKMFPSTWYV is counted in stats.json.
-* Pass 1 streams the decompressed text (ISA-L's inflate, else zlib's, in a thread) in 8 MB blocks of
-  complete records; each block is parsed with a few whole-block regex/bytes/numpy operations, in
-  `workers` processes once there is more than one block, and merged in input order into per-split
-  temporary stores (train as tokens, val/test as FASTA text), so memory is bounded. Pass 2
-  reads those stores in bounded chunks, applies the family filter and writes the outputs. Everything is
-  written into a temporary directory renamed into place at the end; nothing partial is left behind.
+* Pass 1 streams the decompressed text (plus.data.fasta_blocks: ISA-L's inflate, else zlib's, in a
+  thread) in 8 MB blocks of complete records; each block is parsed with a few whole-block regex/bytes/numpy
+  operations, in `workers` processes once there is more than one block, and merged in input order into
+  per-split temporary stores (train as tokens, val/test as FASTA text), so memory is bounded. Pass 2 reads
+  those stores in bounded chunks, applies the family filter and writes the outputs. Everything is written
+  into a temporary directory renamed into place at the end; nothing partial is left behind.
 
 Outputs: train_tokens.npy (uint8, concatenated), train_offsets.npy (int64, n+1), train_family.npy (int32),
 families.tsv, val.fa, test.fa, val_pairs.tsv, test_pairs.tsv, stats.json.
@@ -34,28 +34,22 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import queue
 import re
 import shutil
-import threading
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-try:  # ISA-L's inflate: about 2x zlib's, the same API (decompression is a fifth of the preprocessor's CPU)
-    from isal import isal_zlib as _inflate
-except ImportError:  # pragma: no cover - platforms without isal wheels
-    _inflate = zlib
-
 from plus.alphabet import encode
+from plus.data.fasta_blocks import fasta_blocks
+from plus.data.pfam_corpus import PAIR_COLUMNS
 from plus.io import InputError, write_json
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-PAIR_COLUMNS = ("sequence_A", "sequence_B", "is_samefamily")
 _HEADER_RE = re.compile(rb">((\S+)[ \t]+\S+[ \t]+(\S+)[^\n]*)\n")
 _TOKENS = encode(bytes(range(256))).tobytes()  # byte -> token id, lower case folded as the reference
 _STANDARD = b"ACDEFGHIKLMNPQRSTVWY"
@@ -110,84 +104,6 @@ class _Families(dict):
 
 class _BadToken(Exception):
     pass
-
-
-def _decompressed(path: Path, stop: threading.Event, out: queue.Queue) -> None:
-    """Reader thread: put decompressed pieces (gzip, multi-member gzip or plain text), then None."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(_CHUNK)
-            gz = data[:2] == b"\x1f\x8b"
-            inflater = _inflate.decompressobj(31)
-            while not stop.is_set():
-                if not data and not (data := fh.read(_CHUNK)):
-                    break
-                if not gz:
-                    _put(out, data, stop)
-                    data = b""
-                    continue
-                if inflater.eof:
-                    inflater = _inflate.decompressobj(31)
-                _put(out, inflater.decompress(data, _BLOCK), stop)
-                while inflater.unconsumed_tail and not stop.is_set():
-                    _put(out, inflater.decompress(inflater.unconsumed_tail, _BLOCK), stop)
-                data = inflater.unused_data if inflater.eof else b""
-            if gz and not inflater.eof and not stop.is_set():
-                raise InputError(f"{path}: truncated gzip file (the compressed stream ends early)")
-        _put(out, None, stop)
-    except (zlib.error, _inflate.error) as exc:
-        _put(out, InputError(f"{path}: corrupt gzip data ({exc})"), stop)
-    except Exception as exc:  # handed to the parsing thread, which re-raises it
-        _put(out, exc, stop)
-
-
-def _put(out: queue.Queue, item, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            out.put(item, timeout=0.2)
-            return
-        except queue.Full:
-            continue
-
-
-def _blocks(path: Path):
-    """Yield (buffer, end): buffer[:end] holds complete FASTA records, the first starting with '>'."""
-    pieces: queue.Queue = queue.Queue(maxsize=6)
-    stop = threading.Event()
-    reader = threading.Thread(target=_decompressed, args=(path, stop, pieces), daemon=True)
-    reader.start()
-    pending, size, started = [], 0, False
-    try:
-        while True:
-            item = pieces.get()
-            if isinstance(item, Exception):
-                raise item
-            if item:
-                pending.append(item)
-                size += len(item)
-            if item is not None and size < _BLOCK:
-                continue
-            buf = b"".join(pending)
-            if not started:
-                buf = buf.lstrip()
-                if buf and not buf.startswith(b">"):
-                    raise InputError(f"{path}: record 1: sequence data before the first '>' header")
-                started = bool(buf)
-            if item is None:
-                if buf:
-                    buf = buf if buf.endswith(b"\n") else buf + b"\n"
-                    yield buf, len(buf)
-                return
-            cut = buf.rfind(b"\n>")
-            if cut < 0:
-                pending, size = [buf], len(buf)
-                continue
-            yield buf, cut + 1
-            pending = [buf[cut + 1 :]]
-            size = len(pending[0])
-    finally:
-        stop.set()
-        reader.join()
 
 
 class _Store:
@@ -328,7 +244,7 @@ class _Pass1:
             pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
             pool.submit(int).result()
         try:
-            for buf, end in _blocks(self.path):
+            for buf, end in fasta_blocks(self.path, _BLOCK):
                 if pool is None:
                     self.merge(self.parse(functools.partial(_parse_block, buf, end, *self.config)))
                     continue
@@ -644,57 +560,6 @@ def _finish(p1: _Pass1, tmp: Path, work: Path, params: dict) -> dict:
     stats["sha256"] = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     write_json(tmp / "stats.json", stats)
     return stats
-
-
-class PfamCorpus:
-    """Memory-mapped training shards written by `preprocess`."""
-
-    def __init__(self, directory: str | os.PathLike):
-        directory = Path(directory)
-        try:
-            self.token_array = np.load(directory / "train_tokens.npy", mmap_mode="r")
-            self.offsets = np.load(directory / "train_offsets.npy")
-            self.family = np.load(directory / "train_family.npy")
-        except FileNotFoundError as exc:
-            raise InputError(f"{directory}: not a preprocessed Pfam corpus ({exc.filename} missing)") from exc
-        with open(directory / "families.tsv") as fh:
-            rows = [line.rstrip("\n").split("\t") for line in fh][1:]
-        self.accessions = [r[1] for r in rows]
-        self.family_names = [r[2] for r in rows]
-        self.n_families = len(rows)
-        self.lengths = np.diff(self.offsets)
-        self.family_sizes = np.bincount(self.family, minlength=self.n_families)
-        self._order = np.argsort(self.family, kind="stable")
-        self._bounds = np.concatenate(([0], np.cumsum(self.family_sizes)))
-
-    def __len__(self) -> int:
-        return len(self.family)
-
-    def tokens(self, i: int) -> np.ndarray:
-        """Token ids (uint8, 1..21) of training sequence i."""
-        return np.asarray(self.token_array[self.offsets[i] : self.offsets[i + 1]])
-
-    def members(self, f: int) -> np.ndarray:
-        """Sequence indices (int64, ascending) of family f."""
-        return self._order[self._bounds[f] : self._bounds[f + 1]]
-
-
-def read_pairs(path: str | os.PathLike) -> list[tuple[str, str, int]]:
-    """(sequence_A, sequence_B, is_samefamily) rows of a reference-format pair TSV."""
-    with open(path) as fh:
-        header = fh.readline().rstrip("\n").split("\t")
-        try:
-            cols = [header.index(c) for c in PAIR_COLUMNS]
-        except ValueError:
-            raise InputError(f"{path}: header must contain {', '.join(PAIR_COLUMNS)}") from None
-        pairs = []
-        for n, line in enumerate(fh, 2):
-            fields = line.rstrip("\n").split("\t")
-            try:
-                pairs.append((fields[cols[0]], fields[cols[1]], int(fields[cols[2]])))
-            except (IndexError, ValueError):
-                raise InputError(f"{path}: line {n}: expected {len(header)} tab-separated fields") from None
-    return pairs
 
 
 def add_parser(subparsers) -> None:

@@ -34,6 +34,14 @@ def _task_tables(items) -> dict[str, str]:
     return out
 
 
+def _table_outputs(p, title: str | None = None) -> None:
+    """--title and the CSV, Markdown and (optional) HTML outputs of a table command."""
+    p.add_argument("--title", default=title)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
+
+
 def add_parser(subparsers) -> None:
     """Register the report subcommands on an argparse subparsers object (each sets its own func)."""
     p = subparsers.add_parser("tables", help="paper-style table of one task from run metrics.json files")
@@ -46,19 +54,13 @@ def add_parser(subparsers) -> None:
                    help="our test-set key = published test_set label")
     p.add_argument("--model-label", nargs="*", default=[], metavar="MODEL[/ABLATION]=LABEL",
                    help="our model (ablation) = published model label")
-    p.add_argument("--title")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
-    p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
+    _table_outputs(p)
     p.set_defaults(func=run_tables)
 
     p = subparsers.add_parser("tables-summary", help="summary table (one column per task) from the task tables")
     p.add_argument("--tables", nargs="+", required=True, metavar="[TASK=]CSV",
                    help="task tables from `plus tables`; TASK defaults to the file stem")
-    p.add_argument("--title")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
-    p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
+    _table_outputs(p)
     p.set_defaults(func=run_tables_summary)
 
     p = subparsers.add_parser("tables-pretraining", help="MLM/SFP accuracy table from pre-training runs")
@@ -67,10 +69,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--published", nargs="*", default=[])
     p.add_argument("--test-set-map", nargs="*", default=[], metavar="KEY=LABEL")
     p.add_argument("--model-label", nargs="*", default=[], metavar="MODEL[/ABLATION]=LABEL")
-    p.add_argument("--title")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
-    p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
+    _table_outputs(p)
     p.set_defaults(func=run_tables_pretraining)
 
     p = subparsers.add_parser("effects", help="paired bootstrap effects of the ablation contrasts of one task")
@@ -85,10 +84,7 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("effects-table", help="merge per-task effects into the ablation-effects table")
     p.add_argument("--effects", nargs="+", required=True, help="CSVs from `plus effects`")
-    p.add_argument("--title", default="Ablation effects")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
-    p.add_argument("--out-html", help="also an HTML rendering (shown inline by the Snakemake report)")
+    _table_outputs(p, title="Ablation effects")
     p.add_argument("--out-headline", help="the headline paragraphs as reStructuredText (the report includes it)")
     p.set_defaults(func=run_effects_table)
 

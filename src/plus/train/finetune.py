@@ -24,6 +24,7 @@ from plus.data.contacts import ContactMaps
 from plus.data.tasks import load_manifest, read_split
 from plus.io import write_json
 from plus.tasks.registry import Task, get_task
+from plus.train import state
 from plus.train.common import Runtime, autocast, save_model, seed_everything, write_curve
 from plus.train.finetune_batches import bucket_order, chunk_records, make_batch, subsample_dev, targets_of, to_device
 from plus.train.finetune_losses import combined_loss
@@ -32,16 +33,6 @@ from plus.train.homology_sampler import HomologySampler
 from plus.train.hparams import FinetuneHP, finetune_settings
 from plus.train.inference import predict
 from plus.train.masking import loss_active
-from plus.train.state import (
-    Interrupted,
-    Preemption,
-    StateFile,
-    check_optimizer,
-    check_tensors,
-    file_digest,
-    require,
-    run_definition,
-)
 
 
 def homology_contacts(task: Task, family: str, data_dir, manifest, hp: FinetuneHP, domains) -> ContactMaps | None:
@@ -62,23 +53,23 @@ def homology_contacts(task: Task, family: str, data_dir, manifest, hp: FinetuneH
 def data_identity(data_dir, manifest: dict, contacts: ContactMaps | None = None) -> dict:
     """sha256 of what fine-tuning reads from a converted task directory: the manifest, the train and dev split
     files and, when used, the contact maps."""
-    ident = {"manifest": file_digest(f"{data_dir}/manifest.json"),
-             **{split: file_digest(f"{data_dir}/{manifest['splits'][split]}") for split in ("train", "dev")}}
+    ident = {"manifest": state.file_digest(f"{data_dir}/manifest.json"),
+             **{split: state.file_digest(f"{data_dir}/{manifest['splits'][split]}") for split in ("train", "dev")}}
     if contacts is not None:
-        listing = "".join(f"{key}\0{file_digest(path)}\n" for key, path in sorted(contacts.paths.items()))
+        listing = "".join(f"{key}\0{state.file_digest(path)}\n" for key, path in sorted(contacts.paths.items()))
         ident["contact_maps"] = hashlib.sha256(listing.encode()).hexdigest()
     return ident
 
 
 def finetune_definition(task_name, data_dir, manifest, seed, hparams, pretrained=None, contacts=None) -> dict:
-    return run_definition(f"finetune {task_name}", seed, hparams,
-                          {"data": data_identity(data_dir, manifest, contacts),
-                           "pretrained": file_digest(pretrained) if pretrained else None})
+    return state.run_definition(f"finetune {task_name}", seed, hparams,
+                                {"data": data_identity(data_dir, manifest, contacts),
+                                 "pretrained": state.file_digest(pretrained) if pretrained else None})
 
 
 def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve, pretrained=None,
              progress=True, out_run=None) -> None:
-    stop = Preemption()  # from the start: a signal during set-up stops the run after its first batch
+    stop = state.Preemption()  # from the start: a signal during set-up stops the run after its first batch
     try:
         _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve, pretrained, out_run, stop)
     finally:
@@ -86,7 +77,7 @@ def finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve
 
 
 def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curve, pretrained, out_run,
-              stop: Preemption) -> None:
+              stop: state.Preemption) -> None:
     settings = finetune_settings(hparams)
     manifest = load_manifest(data_dir)
     task = get_task(task_name).for_data(manifest)
@@ -106,22 +97,22 @@ def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curv
         train_size = [len(r[1]) for r in train_recs]
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=hp.lr)  # B17: frozen stay out
     definition = finetune_definition(task_name, data_dir, manifest, seed, hparams, pretrained, contacts)
-    state_file = StateFile(state_dir, settings.save_every_minutes, settings.save_every_steps,
-                           definition, rt)
+    state_file = state.StateFile(state_dir, settings.save_every_minutes, settings.save_every_steps,
+                                 definition, rt)
     st = {"epoch": 0, "batch": 0, "best": math.inf, "best_epoch": -1, "bad": 0, "curve": [], "best_state": None,
           "train_loss": 0.0, "train_n": 0}
 
     def check(saved):
-        require(isinstance(saved, dict) and {"model", "optimizer", "st"} <= saved.keys(), "missing keys")
-        check_tensors(saved["model"], model.state_dict(), "model")
-        check_optimizer(saved["optimizer"], opt)
+        state.require(isinstance(saved, dict) and {"model", "optimizer", "st"} <= saved.keys(), "missing keys")
+        state.check_tensors(saved["model"], model.state_dict(), "model")
+        state.check_optimizer(saved["optimizer"], opt)
         got = saved["st"]
-        require(isinstance(got, dict) and got.keys() == st.keys(), "progress record: other keys")
-        require(isinstance(got["epoch"], int) and 0 <= got["epoch"] <= hp.max_epochs
-                and isinstance(got["batch"], int) and got["batch"] >= 0 and isinstance(got["curve"], list),
-                f"progress record: epoch {got['epoch']!r} batch {got['batch']!r}")
+        state.require(isinstance(got, dict) and got.keys() == st.keys(), "progress record: other keys")
+        state.require(isinstance(got["epoch"], int) and 0 <= got["epoch"] <= hp.max_epochs
+                      and isinstance(got["batch"], int) and got["batch"] >= 0 and isinstance(got["curve"], list),
+                      f"progress record: epoch {got['epoch']!r} batch {got['batch']!r}")
         if got["best_state"] is not None:
-            check_tensors(got["best_state"], model.state_dict(), "best model")
+            state.check_tensors(got["best_state"], model.state_dict(), "best model")
 
     saved = state_file.load(check)
     if saved is not None:
@@ -192,7 +183,7 @@ def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curv
         try:  # a stop signal here saves the epoch's training; the retry starts with this dev evaluation
             dev_out, dev_loss = predict(model, dev_recs, hp, rt.device, with_loss=True, seed=seed, contacts=contacts,
                                         stop=stop)
-        except Interrupted:
+        except state.Interrupted:
             stop_now()
         row = {"epoch": ep + 1, "train_loss": st["train_loss"] / max(st["train_n"], 1), "dev_loss": dev_loss}
         dev_metrics = task.metrics(dev_out, targets_of(task, dev_recs), fidelity)
@@ -215,7 +206,7 @@ def _finetune(task_name, data_dir, seed, hparams, state_dir, out_model, out_curv
     write_curve(out_curve, st["curve"])
     if out_run is not None:
         write_json(out_run, {"run_fingerprint": state_file.fingerprint, "run_definition": definition,
-                             "model_sha256": file_digest(out_model), "epochs": st["epoch"],
+                             "model_sha256": state.file_digest(out_model), "epochs": st["epoch"],
                              "best_epoch": st["best_epoch"]})
     state_file.finish(position())
     rt.close()

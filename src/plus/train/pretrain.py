@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from plus.io import write_json
+from plus.train import state
 from plus.train.common import (
     Runtime,
     autocast,
@@ -36,16 +37,6 @@ from plus.train.common import (
 )
 from plus.train.hparams import PretrainHP, pretrain_settings
 from plus.train.masking import FamilyIndex, loss_active, mask_pair_tfm, mask_tokens, pad_targets
-from plus.train.state import (
-    Interrupted,
-    Preemption,
-    StateFile,
-    check_optimizer,
-    check_tensors,
-    file_digest,
-    require,
-    run_definition,
-)
 
 
 # ------------------------------------------------------------------ batches
@@ -237,7 +228,7 @@ def read_heldout_tokens(path, limit=None, seed=0):
 
 
 @torch.no_grad()
-def evaluate_lm(model, seqs, hp: PretrainHP, device, stop: Preemption | None = None):
+def evaluate_lm(model, seqs, hp: PretrainHP, device, stop: state.Preemption | None = None):
     """P-ELMo LM loss and accuracy over every residue of held-out sequences (batches of similar lengths);
     with `stop`, Interrupted between batches once a stop signal arrived."""
     model.eval()
@@ -258,7 +249,7 @@ def evaluate_lm(model, seqs, hp: PretrainHP, device, stop: Preemption | None = N
 
 def read_pair_tokens(path, limit=None):
     from plus.alphabet import encode
-    from plus.data.pfam import read_pairs
+    from plus.data.pfam_corpus import read_pairs
 
     pairs = read_pairs(path)
     if limit:
@@ -268,7 +259,7 @@ def read_pair_tokens(path, limit=None):
 
 @torch.no_grad()
 def evaluate_pairs(model, pairs, family, hp: PretrainHP, fidelity, device, max_len, seed=0,
-                   stop: Preemption | None = None):
+                   stop: state.Preemption | None = None):
     """SFP on unmasked inputs, MLM on masked inputs (fixed masking seed), as the reference evaluates; with
     `stop`, Interrupted between batches once a stop signal arrived."""
     model.eval()
@@ -313,7 +304,7 @@ def evaluate_pairs(model, pairs, family, hp: PretrainHP, fidelity, device, max_l
 # ------------------------------------------------------------------ main loop
 def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_metrics, out_curve,
              model_name: str = "", ablation: str = "", progress: bool = True) -> dict:
-    stop = Preemption()  # from the start: a signal during set-up stops the run at its first step
+    stop = state.Preemption()  # from the start: a signal during set-up stops the run at its first step
     try:
         return _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_curve, model_name,
                          ablation, progress, stop)
@@ -322,8 +313,8 @@ def pretrain(corpus_dir, seed: int, hparams: dict, state_dir, out_model, out_met
 
 
 def _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_curve, model_name, ablation,
-              progress, stop: Preemption) -> dict:
-    from plus.data.pfam import PfamCorpus
+              progress, stop: state.Preemption) -> dict:
+    from plus.data.pfam_corpus import PfamCorpus
 
     settings = pretrain_settings(hparams)
     rt = Runtime(settings.allow_cpu, settings.threads)
@@ -367,28 +358,28 @@ def _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_
     if rt.world > 1:
         model = DDP(model, find_unused_parameters=family == "tfm" or (family == "rnn" and not (want_mlm and want_sfp)))
 
-    definition = run_definition("pretrain", seed, hparams, {"corpus": file_digest(f"{corpus_dir}/stats.json")},
-                                rt.world)
-    state_file = StateFile(state_dir, settings.save_every_minutes, settings.save_every_steps,
-                           definition, rt)
+    definition = state.run_definition("pretrain", seed, hparams,
+                                      {"corpus": state.file_digest(f"{corpus_dir}/stats.json")}, rt.world)
+    state_file = state.StateFile(state_dir, settings.save_every_minutes, settings.save_every_steps,
+                                 definition, rt)
     heads = ("lm",) if family == "pelmo" else ("mlm", "sfp")  # the curve's loss/accuracy columns
     step, curve, best = 0, [], {"loss": math.inf, "step": 0, "state": None, "val": None}
     running = {k: [] for k in ("loss", *heads)}  # training losses/accuracies since the last curve row
     eval_pending = False  # the state was saved on a signal that interrupted the evaluation at its step
 
     def check(saved):
-        require(isinstance(saved, dict) and {"model", "optimizer", "scheduler", "step", "curve", "best",
-                                             "running", "eval_pending"} <= saved.keys(), "missing keys")
+        state.require(isinstance(saved, dict) and {"model", "optimizer", "scheduler", "step", "curve", "best",
+                                                   "running", "eval_pending"} <= saved.keys(), "missing keys")
         net_state = unwrap(model).state_dict()
-        check_tensors(saved["model"], net_state, "model")
-        check_optimizer(saved["optimizer"], opt)
-        require((saved["scheduler"] is None) == (sched is None), "scheduler")
-        require(isinstance(saved["step"], int) and 0 <= saved["step"] <= total_steps, f"step {saved['step']!r}")
-        require(isinstance(saved["curve"], list) and isinstance(saved["best"], dict)
-                and {"loss", "step", "state", "val"} <= saved["best"].keys(), "curve or best model")
-        require(isinstance(saved["running"], dict) and saved["running"].keys() == running.keys(), "running means")
+        state.check_tensors(saved["model"], net_state, "model")
+        state.check_optimizer(saved["optimizer"], opt)
+        state.require((saved["scheduler"] is None) == (sched is None), "scheduler")
+        state.require(isinstance(saved["step"], int) and 0 <= saved["step"] <= total_steps, f"step {saved['step']!r}")
+        state.require(isinstance(saved["curve"], list) and isinstance(saved["best"], dict)
+                      and {"loss", "step", "state", "val"} <= saved["best"].keys(), "curve or best model")
+        state.require(isinstance(saved["running"], dict) and saved["running"].keys() == running.keys(), "running means")
         if saved["best"]["state"] is not None:
-            check_tensors(saved["best"]["state"], net_state, "best model")
+            state.check_tensors(saved["best"]["state"], net_state, "best model")
 
     saved = state_file.load(check)
     if saved is not None:
@@ -433,7 +424,7 @@ def _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_
     if eval_pending:
         try:
             run_eval()
-        except Interrupted:
+        except state.Interrupted:
             stop_now(pending=True)
         model.train()
     while step < total_steps:
@@ -473,7 +464,7 @@ def _pretrain(corpus_dir, seed, hparams, state_dir, out_model, out_metrics, out_
             if step % hp.eval_every == 0 or step == total_steps:
                 try:
                     run_eval()
-                except Interrupted:
+                except state.Interrupted:
                     stop_now(pending=True)
                 model.train()
             if rt.is_main and (state_file.due(step) or step == total_steps):
