@@ -262,7 +262,7 @@ def loader_rate(corpus_dir: Path, hparams: dict, batches: int) -> float:
     from plus.data.pfam_corpus import PfamCorpus
     from plus.train.hparams import pretrain_settings
     from plus.train.masking import FamilyIndex
-    from plus.train.pretrain import PairBatches
+    from plus.train.pretrain_batches import PairBatches
 
     corpus = PfamCorpus(corpus_dir)
     index = FamilyIndex(np.asarray(corpus.family))

@@ -24,7 +24,8 @@ from plus.train.finetune_batches import make_batch as ft_batch
 from plus.train.finetune_losses import combined_loss
 from plus.train.finetune_model import FinetuneModel
 from plus.train.hparams import finetune_hp
-from plus.train.pretrain import forward_losses, make_batch, pretrain
+from plus.train.pretrain import forward_losses, pretrain
+from plus.train.pretrain_batches import make_batch
 
 EMB = Path(__file__).parents[1] / "data" / "embedded"
 TFM = {"family": "tfm", "hidden_dim": 32, "num_layers": 2, "num_heads": 4, "ff_dim": 64, "max_len": 64,

@@ -14,7 +14,7 @@ import pytest
 
 from plus.io import InputError, read_fasta
 from plus.provenance import PROVENANCE_KEYS, collect_provenance
-from plus.report import cli, plots, provenance, tables
+from plus.report import cli, plots, provenance, render, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "data" / "published" / "published_results.csv"
@@ -141,7 +141,7 @@ def test_every_published_value_equals_its_csv_row(secstr_runs):
 def test_unknown_renders_empty_in_csv_and_na_in_markdown(secstr_runs, tmp_path):
     df = _secstr_table(secstr_runs)
     out_csv, out_md = tmp_path / "t/secstr.csv", tmp_path / "t/secstr.md"
-    tables.write_table(df, out_csv, out_md, "secstr")
+    render.write_table(df, out_csv, out_md, "secstr")
     with open(out_csv, newline="") as fh:
         rec = next(r for r in csv.DictReader(fh) if r["ablation"] == "plus")
     assert rec["cb513/acc8/published"] == "" and rec["cb513/acc3/published"] == "0.8"
@@ -182,7 +182,7 @@ def test_summary_and_solubility_published_reference(secstr_runs, tmp_path):
     run = _row(soltab, kind="run")  # no published PLUS-RNN value is known: published and delta stay unknown
     assert math.isnan(run["test/acc/published"]) and math.isnan(run["test/acc/delta"])
 
-    tables.write_table(soltab, tmp_path / "solubility.csv", tmp_path / "solubility.md", "solubility",
+    render.write_table(soltab, tmp_path / "solubility.csv", tmp_path / "solubility.md", "solubility",
                        tmp_path / "solubility.html")
     page = (tmp_path / "solubility.html").read_text()  # what the Snakemake report shows inline
     assert page.count("<tr>") == len(soltab) + 1 and "<h2>solubility</h2>" in page
@@ -201,8 +201,8 @@ def test_summary_and_solubility_published_reference(secstr_runs, tmp_path):
     assert _row(summary, kind="run", ablation="none")["missing_runs"] == 2
 
     # Markdown: one column per task headline (mean [95 % CI]), seeds once, pub./Δ only where our row has one
-    tables.write_table(summary, tmp_path / "summary.csv", tmp_path / "summary.md", "summary",
-                       layout=tables.SUMMARY_LAYOUT)
+    render.write_table(summary, tmp_path / "summary.csv", tmp_path / "summary.md", "summary",
+                       layout=render.SUMMARY_LAYOUT)
     md = (tmp_path / "summary.md").read_text(encoding="utf-8")
     header, rows = _md_table(md)
     assert header == ["Model", "Ablation", "Kind", "Seeds", "solubility acc (test)", "secstr acc3 (cb513)",
@@ -237,7 +237,7 @@ def test_pretraining_table(tmp_path):
     assert math.isnan(mlm["test/sfp_acc/mean"]) and mlm["test/sfp_acc/n_seeds"] == 0
 
     # Markdown: identical val/test columns collapse into one (B16 footnote), the baselines become a row
-    tables.write_table(df, tmp_path / "pre.csv", tmp_path / "pre.md", "pre", layout=tables.PRETRAINING_LAYOUT)
+    render.write_table(df, tmp_path / "pre.csv", tmp_path / "pre.md", "pre", layout=render.PRETRAINING_LAYOUT)
     md = (tmp_path / "pre.md").read_text(encoding="utf-8")
     header, rows = _md_table(md)
     assert header == ["Model", "Ablation", "Kind", "Seeds", "val = test mlm_acc", "val = test sfp_acc", "val loss"]
@@ -251,7 +251,7 @@ def test_pretraining_table(tmp_path):
     d = {"model": "plus_tfm", "ablation": "corrected", "seed": 0, "val": {"mlm_acc": 0.2, "sfp_acc": 0.8},
          "test": {"mlm_acc": 0.21, "sfp_acc": 0.79}, "baselines": {"mlm_freq_acc": 0.09, "sfp_chance": 0.5}}
     files.append(_write(tmp_path / "pretrain/plus_tfm/corrected/seed0/metrics.json", d))
-    md = tables.to_markdown(tables.build_pretraining_table(files), layout=tables.PRETRAINING_LAYOUT)
+    md = render.to_markdown(tables.build_pretraining_table(files), layout=render.PRETRAINING_LAYOUT)
     header, rows = _md_table(md)
     assert header[4:] == ["val mlm_acc", "val sfp_acc", "val loss", "test mlm_acc", "test sfp_acc"]
     assert "B16" not in md and [r[0] for r in rows[-2:]] == [

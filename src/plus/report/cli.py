@@ -122,31 +122,31 @@ def add_parser(subparsers) -> None:
 
 
 def run_tables(args: argparse.Namespace) -> None:
-    from plus.report import tables
+    from plus.report import render, tables
 
     df = tables.build_task_table(args.task, args.runs, args.baselines, args.published,
                                  _pairs(args.test_set_map, "--test-set-map"),
                                  _pairs(args.model_label, "--model-label"), expected_runs=args.expected)
-    tables.write_table(df, args.out_csv, args.out_md, args.title or f"{args.task}", args.out_html)
+    render.write_table(df, args.out_csv, args.out_md, args.title or f"{args.task}", args.out_html)
 
 
 def run_tables_summary(args: argparse.Namespace) -> None:
-    from plus.report import tables
+    from plus.report import render, tables
 
     task_tables = _task_tables(args.tables)
     df = tables.build_summary_table(task_tables)
-    tables.write_table(df, args.out_csv, args.out_md, args.title or f"Summary of the {len(task_tables)} tasks",
-                       args.out_html, tables.SUMMARY_LAYOUT)
+    render.write_table(df, args.out_csv, args.out_md, args.title or f"Summary of the {len(task_tables)} tasks",
+                       args.out_html, render.SUMMARY_LAYOUT)
 
 
 def run_tables_pretraining(args: argparse.Namespace) -> None:
-    from plus.report import tables
+    from plus.report import render, tables
 
     df = tables.build_pretraining_table(args.runs, args.expected, args.published,
                                         _pairs(args.test_set_map, "--test-set-map"),
                                         _pairs(args.model_label, "--model-label"))
-    tables.write_table(df, args.out_csv, args.out_md, args.title or "Pre-training", args.out_html,
-                       tables.PRETRAINING_LAYOUT)
+    render.write_table(df, args.out_csv, args.out_md, args.title or "Pre-training", args.out_html,
+                       render.PRETRAINING_LAYOUT)
 
 
 def run_effects(args: argparse.Namespace) -> None:
