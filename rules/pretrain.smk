@@ -27,12 +27,11 @@ rule pretrain:
         # measured pairs/s of one worker against the projected A100 rate: README "Paper scale")
         cpus_per_gpu=lambda wc: 1 + config["pretrain"][family(wc.model)].get("num_workers", 0),
         tasks_per_gpu=0,
-        # host memory of a GPU job (activations live on the GPU): measured at BASE, 1 M records
-        # (benchmarks/paper_scale.py): 277 MB libraries + 145 MB interpreter/torch + 228 MB model and
-        # optimiser; at 14.7 M sequences the index arrays add ~0.5 GB (8 B x 4 per sequence), the corpus
-        # is memory-mapped (0 MB resident after the steps: only touched pages); state copies on save
-        # (179 MB BASE, ~4x LARGE, ~6x TFM by parameters), each DataLoader worker a forked copy, plus the
-        # CUDA context (a few GB, not measured here): ~6 GB for LARGE/TFM, 16 GB leaves 2.5x margin
+        # host memory of a GPU job (activations live on the GPU), measured by benchmarks/paper_scale.py at BASE
+        # on the full-size corpus (14.4 M training sequences, README "Paper scale"): 3,512 MB = 3,002 MB resident
+        # corpus pages (memory-mapped, reclaimable page cache) + 137 MB libraries + 145 MB process + 228 MB model
+        # and Adam; state copies on save (179 MB BASE, ~4x LARGE, ~6x TFM by parameters), each DataLoader worker
+        # a forked copy, plus the CUDA context (a few GB, not measured here): 16 GB is 4.5x BASE's figure
         mem_mb=16000,
         runtime=runtime_minutes(24 * 60),
     params:
