@@ -30,7 +30,7 @@ rule pretrain:
         # host memory of a GPU job (activations live on the GPU), measured by benchmarks/paper_scale.py at BASE
         # on the full-size corpus (14.4 M training sequences, README "Paper scale"): 3,512 MB = 3,002 MB resident
         # corpus pages (memory-mapped, reclaimable page cache) + 137 MB libraries + 145 MB process + 228 MB model
-        # and Adam; LARGE (batch 32, same corpus): 4,188 MB (903 MB model and Adam). State copies on save (179 MB
+        # and Adam; LARGE (batch 32): 4,188 MB (903 MB model and Adam); TFM (batch 8): 4,575 MB. State copies (179 MB
         # BASE, 710 MB LARGE measured; ~6x BASE for TFM by parameters), each DataLoader worker a forked copy, plus
         # the CUDA context (a few GB, not measured here): 16 GB is 4.5x BASE's figure, 3.8x LARGE's
         mem_mb=16000,
