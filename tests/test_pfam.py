@@ -1,6 +1,8 @@
+import errno
 import gzip
 import hashlib
 import logging
+import os
 import random
 import zlib
 from pathlib import Path
@@ -257,6 +259,36 @@ def test_worker_processes_give_identical_outputs(tmp_path, monkeypatch):
     two = preprocess(tmp_path / "in.fa.gz", tmp_path / "two", workers=2, **kwargs)
     assert one["sha256"] == two["sha256"] and one["input"]["records"] == 3000
     assert 0 < one["families_kept"] < 40 and one["dropped_by_length"]["short"] > 0
+
+
+def _short_copies(src, dst, count, offset):
+    return _REAL_COPY(src, dst, min(count, 1000), offset)
+
+
+def _no_copy_file_range(src, dst, count, offset):
+    raise OSError(errno.ENOSYS, "copy_file_range")
+
+
+_REAL_COPY = getattr(os, "copy_file_range", None)  # Linux only
+
+
+@pytest.mark.parametrize("copy", [_short_copies, _no_copy_file_range], ids=["short-copies", "through-memory"])
+def test_pass_2_copies_give_identical_outputs(tmp_path, monkeypatch, copy):
+    """Pass 2 copies the kept records' payload with os.copy_file_range; copies that stop short, and file
+    systems without it (the copy through memory), give the same bytes."""
+    import plus.data.pfam as pfam
+
+    if copy is _short_copies and _REAL_COPY is None:
+        pytest.skip("os.copy_file_range is Linux-only")
+    _synthetic(tmp_path / "in.fa.gz", 3000)
+    kwargs = dict(seed=5, min_len=30, min_family_size=40, n_test_pairs=20, n_val_pairs=0)
+    direct = preprocess(tmp_path / "in.fa.gz", tmp_path / "direct", **kwargs)
+    monkeypatch.setattr(pfam.os, "copy_file_range", copy, raising=False)
+    monkeypatch.setattr(pfam, "_BLOCK", 4096)  # the copy through memory in several pieces
+    other = preprocess(tmp_path / "in.fa.gz", tmp_path / "other", **kwargs)
+    assert other["sha256"] == direct["sha256"] and 0 < direct["families_kept"] < 40
+    for name, digest in direct["sha256"].items():
+        assert hashlib.sha256((tmp_path / "other" / name).read_bytes()).hexdigest() == digest
 
 
 def test_plain_and_multimember_gzip_inputs_agree(tmp_path, inflater):
