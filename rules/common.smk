@@ -13,6 +13,7 @@ from plus.data.convert import embedded_raw
 from plus.io import InputError
 from plus.tasks.custom import register as register_custom_task
 from plus.tasks.registry import TASKS as TASK_REGISTRY
+from plus.train.hparams import model_hparams
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -318,9 +319,7 @@ def pretrain_hparams(wildcards):
     elif wildcards.ablation == "sfp_only":
         hp["lambda_mlm"] = -1
     return {
-        "model": {
-            k: v for k, v in model_cfg(wildcards.model).items() if k not in ("heads", "label")
-        },
+        "model": model_hparams(model_cfg(wildcards.model)),
         "train": hp,
         "fidelity": fidelity(wildcards.ablation),
         "save_every_minutes": config["pretrain"].get("save_every_minutes", 10),
@@ -335,9 +334,7 @@ def finetune_hparams(wildcards):
     ft.update(per_task.get(wildcards.task, {}))
     head = model_cfg(wildcards.model).get("heads", {}).get(wildcards.task)
     return {
-        "model": {
-            k: v for k, v in model_cfg(wildcards.model).items() if k not in ("heads", "label")
-        },
+        "model": model_hparams(model_cfg(wildcards.model)),
         "train": ft,
         "head": head,
         "fidelity": fidelity(wildcards.ablation),
@@ -382,6 +379,57 @@ def runtime_minutes(base):
         return base * attempt
 
     return runtime
+
+
+# Wall time (hours) of a pre-training job's first attempt per model family; attempt k gets k times it and
+# resumes from the state, so 3 attempts (the profile's retries: 2) cover 6x. Sized from `plus plan`'s estimate
+# of one job on one A100 at 30 % of TF32 peak (README "Paper scale"). An attempt loses at most the step it is on
+# (the profile's USR1 warning and SLURM's SIGTERM save the state), else `save_every_minutes` (10).
+PRETRAIN_HOURS = {
+    "rnn": 24,  # LARGE 67 GPU-h (BASE 17): covered by attempts 1-3 (144 h)
+    "tfm": 48,  # 203 GPU-h: covered by attempts 1-3 (288 h); 24 h would cover 144 h only
+    "pelmo": 24,  # 7.2 GPU-h: the first attempt
+}
+
+
+def pretrain_runtime(wildcards, attempt):
+    return PRETRAIN_HOURS[family(wildcards.model)] * 60 * attempt
+
+
+# Host memory (MB) of one GPU job per model family, from measurement (README "Paper scale"): the rehearsal's
+# GPU-job host memory (benchmarks/paper_scale.py, full-size corpus: corpus pages + libraries + process + model
+# and Adam), the state copy a save makes, the DataLoader workers' private memory, the task data at release size
+# (benchmarks/task_memory.py: at most 146 MB, homology's 200,000 test pairs, so task size changes little), times
+# a 1.5 margin, plus 1,500 MB for the CUDA context (not measured here, no GPU; about 1.2 GB of host memory in
+# pytorch/pytorch#106511). A model's `pretrain_mem_mb` / `finetune_mem_mb` (config.yaml) replaces them.
+PRETRAIN_MEM_MB = {  # per GPU, times the model's gpus (torchrun runs a process and its workers per GPU)
+    # LARGE, the family's largest: 4,188 host + 710 state + 2 workers x 128 private = 5,154 x 1.5 + 1,500
+    # (BASE: 3,512 + 179 + 2 x 124); the 3,027 MB of corpus pages in it are page cache, reclaimable under --mem
+    "rnn": 10000,
+    # 4,575 host + 1,030 state + 1 worker x 210 private = 5,815 x 1.5 + 1,500
+    "tfm": 11000,
+    # not rehearsed: BASE's measured split (libraries 137, process 145, 2 workers) with P-ELMo's LM, 12.7 M
+    # parameters (16 B each: 203 MB; state 152 MB), and its unfiltered corpus (the training split of all
+    # records, 1.05x the filtered one's pages: 3,150 MB) = 4,043 x 1.5 + 1,500
+    "pelmo": 8000,
+}
+FINETUNE_MEM_MB = {  # fine-tuning, evaluation and embedding: no corpus, no DataLoader workers
+    # 290 process + libraries + 20 B/parameter (model, Adam, the loaded pre-trained weights) of LARGE (1,184)
+    # + 146 task data = 1,620 x 1.5 + 1,500
+    "rnn": 4000,
+    "tfm": 5000,  # 290 + 85.7 M x 20 B (1,713) + 146 = 2,149 x 1.5 + 1,500
+    "pelmo": 3000,  # 290 + (LM 12.7 M + a BASE-sized encoder 14.9 M) x 20 B (552) + 146 = 988 x 1.5 + 1,500
+}
+
+
+def pretrain_mem_mb(wildcards):
+    cfg = model_cfg(wildcards.model)
+    return int(cfg.get("pretrain_mem_mb") or PRETRAIN_MEM_MB[cfg["family"]]) * gpus(wildcards)
+
+
+def finetune_mem_mb(wildcards):
+    cfg = model_cfg(wildcards.model)
+    return int(cfg.get("finetune_mem_mb") or FINETUNE_MEM_MB[cfg["family"]])
 
 
 # ---------------------------------------------------------------- results

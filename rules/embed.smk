@@ -20,7 +20,7 @@ rule embed:
         gpu=1,
         cpus_per_gpu=2,
         tasks_per_gpu=0,
-        mem_mb=16000,
+        mem_mb=finetune_mem_mb,  # per model family (rules/common.smk FINETUNE_MEM_MB)
         runtime=runtime_minutes(60),
     params:
         data=lambda wc, input: str(Path(input.data).parent),

@@ -20,7 +20,7 @@ rule finetune:
         gpu=1,
         cpus_per_gpu=4,
         tasks_per_gpu=0,
-        mem_mb=16000,
+        mem_mb=finetune_mem_mb,  # per model family (rules/common.smk FINETUNE_MEM_MB)
         runtime=runtime_minutes(8 * 60),
     params:
         plus=lambda wc: plus_command(wc.task),
@@ -49,7 +49,7 @@ rule evaluate:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=finetune_mem_mb,  # per model family (rules/common.smk FINETUNE_MEM_MB)
         runtime=runtime_minutes(60),
     params:
         plus=lambda wc: plus_command(wc.task),

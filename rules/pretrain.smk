@@ -27,14 +27,9 @@ rule pretrain:
         # measured pairs/s of one worker against the projected A100 rate: README "Paper scale")
         cpus_per_gpu=lambda wc: 1 + config["pretrain"][family(wc.model)].get("num_workers", 0),
         tasks_per_gpu=0,
-        # host memory of a GPU job (activations live on the GPU), measured by benchmarks/paper_scale.py at BASE
-        # on the full-size corpus (14.4 M training sequences, README "Paper scale"): 3,512 MB = 3,002 MB resident
-        # corpus pages (memory-mapped, reclaimable page cache) + 137 MB libraries + 145 MB process + 228 MB model
-        # and Adam; LARGE (batch 32): 4,188 MB (903 MB model and Adam); TFM (batch 8): 4,575 MB. State copies (179 MB
-        # BASE, 710 MB LARGE measured; ~6x BASE for TFM by parameters), each DataLoader worker a forked copy, plus
-        # the CUDA context (a few GB, not measured here): 16 GB is 4.5x BASE's figure, 3.8x LARGE's
-        mem_mb=16000,
-        runtime=runtime_minutes(24 * 60),
+        # per model family x gpus, from the rehearsal's measured host memory (rules/common.smk PRETRAIN_MEM_MB)
+        mem_mb=pretrain_mem_mb,
+        runtime=pretrain_runtime,  # per family x attempt (rules/common.smk PRETRAIN_HOURS)
     params:
         corpus=lambda wc, input: str(Path(input.corpus).parent),
         state=state_dir,

@@ -69,6 +69,25 @@ def test_plan_arithmetic_on_a_tiny_config(tmp_path):
     assert int(pre["covered_min"]) == 6 * int(pre["runtime_min"]) and pre["covers_estimate"] == "yes"
 
 
+def test_host_memory_requests_follow_the_model(tmp_path):
+    """mem_mb: the family's measured figure (rules/common.smk), x gpus for pre-training; a model's
+    pretrain_mem_mb / finetune_mem_mb replace it and stay out of its --hparams (so out of its run definition)."""
+    _, rows = run_plan(tmp_path, TINY)
+    mem = {k.split("[")[0]: int(r["mem_mb"]) for k, r in rows.items() if "task=stability" in k or "pretrain[" in k}
+    assert mem["pretrain"] > mem["finetune"] == mem["evaluate"] > 0  # the corpus pages and loader workers
+    demo = yaml.safe_load((ROOT / "demo/config.yaml").read_text())
+    model = {**demo["models"]["plus-rnn_tiny"], "gpus": 2, "pretrain_mem_mb": 1234, "finetune_mem_mb": 777}
+    override = tmp_path / "override"
+    override.mkdir()
+    _, rows = run_plan(override, {**TINY, "models": {"plus-rnn_tiny": model}})
+    assert int(rows["pretrain[model=plus-rnn_tiny,ablation=plus]"]["mem_mb"]) == 2 * 1234
+    assert int(rows["finetune[model=plus-rnn_tiny,ablation=plus,task=stability]"]["mem_mb"]) == 777
+    assert int(rows["evaluate[model=plus-rnn_tiny,ablation=plus,task=stability]"]["mem_mb"]) == 777
+    from plus.train.hparams import model_hparams
+
+    assert set(model_hparams(model)) == set(model) - {"heads", "label", "pretrain_mem_mb", "finetune_mem_mb"}
+
+
 def test_plan_unknown_model_names_the_key(tmp_path):
     proc, _ = run_plan(tmp_path, {**TINY, "experiments": [{"model": "plus-rnn_huge", "ablations": ["plus"]}]})
     assert proc.returncode == 2

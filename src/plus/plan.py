@@ -22,6 +22,7 @@ from pathlib import Path
 
 from plus import resources
 from plus.io import InputError
+from plus.train.hparams import model_hparams
 
 PRICED = ("pretrain", "finetune", "evaluate")  # GPU rules with a cost model; others (embed: one small
 # forward pass over a few hundred sequences) are listed with their request, unpriced
@@ -103,7 +104,7 @@ def _corpus(config: dict, workdir: Path, variant: str) -> tuple[int, float]:
 
 def _model(config: dict, name: str) -> dict:
     try:
-        return {k: v for k, v in config["models"][name].items() if k not in ("heads", "label")}
+        return model_hparams(config["models"][name])
     except KeyError:
         raise InputError(f"models.{name}: unknown model") from None
 

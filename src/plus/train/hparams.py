@@ -108,6 +108,16 @@ def resolve(cls, train, where: str):
     return cls(**train)
 
 
+# Keys of a config.yaml model that describe the workflow's use of it (table label, fine-tuning heads, SLURM host
+# memory), not the network: they stay out of --hparams' model, and so out of a run's definition.
+NOT_MODEL_KEYS = ("heads", "label", "pretrain_mem_mb", "finetune_mem_mb")
+
+
+def model_hparams(model_cfg: dict) -> dict:
+    """The network part of a config.yaml model: --hparams' model."""
+    return {k: v for k, v in model_cfg.items() if k not in NOT_MODEL_KEYS}
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunSettings:
     """The whole `--hparams` object of a training or evaluation job."""
