@@ -3,6 +3,7 @@ padded size, length-bucketed training batches, and the glibc allocator tuning of
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -90,6 +91,20 @@ def test_allocator_tuning_reexecs_once_and_respects_an_existing_setting(monkeypa
     monkeypatch.setenv("GLIBC_TUNABLES", "")  # the user's own setting (even empty) wins
     cli.tune_allocator(["-m", "plus.cli", "finetune"])
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("family", ["rnn", "tfm", "pelmo"])
+def test_allocator_setting_follows_the_model_family_of_the_command(family):
+    """The measured policy (README "Speed on CPUs"): PLUS-TFM's jobs keep the 4 GiB mmap threshold, every other
+    command the 256 MiB one; both spellings of --hparams are read, a malformed one leaves it to argparse."""
+    hp = json.dumps({"model": {"family": family, "hidden_dim": 8}, "train": {}})
+    want = cli.MALLOC_TUNABLES_BY_FAMILY.get(family, cli.MALLOC_TUNABLES)
+    assert cli.malloc_tunables(["-m", "plus.cli", "pretrain", "--hparams", hp, "--seed", "0"]) == want
+    assert cli.malloc_tunables(["pretrain", f"--hparams={hp}"]) == want
+    assert cli.malloc_tunables(["pfam", "preprocess", "--input", "x"]) == cli.MALLOC_TUNABLES
+    assert cli.malloc_tunables(["pretrain", "--hparams", "{not json"]) == cli.MALLOC_TUNABLES
+    assert cli.malloc_tunables(["pretrain", "--hparams"]) == cli.MALLOC_TUNABLES
+    assert (want == cli.MALLOC_TUNABLES) == (family != "tfm")
 
 
 def test_plus_command_reruns_itself_with_the_tuned_allocator(tmp_path):

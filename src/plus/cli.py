@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -134,15 +135,34 @@ def main(argv=None) -> int:
 
 
 # glibc's malloc returns freed blocks above its mmap threshold to the kernel and faults them in again on the
-# next allocation: PyTorch CPU training then spends about as long in page faults as in arithmetic
-# (../shared/spec: 2.5x slower LSTM steps; 25 % of a demo fine-tuning job here). A 4 GiB threshold keeps
-# them in the heap. Set GLIBC_TUNABLES yourself (even to "") to opt out.
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296"
+# next allocation; a fixed threshold keeps smaller blocks in the heap, at the cost of the heap memory they
+# retain. Measured by benchmarks/allocator.py (README "Speed on CPUs"), per step of CPU pre-training against
+# glibc's default: PLUS-RNN BASE / LARGE at the paper's sizes run as fast with 256 MiB as with 4 GiB (1.14x
+# faster than the default for LARGE) and peak at 0.65 / 0.69 of 4 GiB's memory; PLUS-TFM runs fastest with
+# 4 GiB (the default is 1.65x slower, 256 MiB 1.33x) for 1.17x the default's memory. At the demo's sizes the
+# settings do not differ. Set GLIBC_TUNABLES yourself (even to "") to opt out.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=268435456"  # 256 MiB: every command but PLUS-TFM's
+MALLOC_TUNABLES_BY_FAMILY = {"tfm": "glibc.malloc.mmap_threshold=4294967296"}
+
+
+def malloc_tunables(command: list[str]) -> str:
+    """The allocator setting for a `plus` command line: by the model family of its --hparams, if any."""
+    family = None
+    for k, arg in enumerate(command):
+        text = arg.split("=", 1)[1] if arg.startswith("--hparams=") else None
+        if arg == "--hparams" and k + 1 < len(command):
+            text = command[k + 1]
+        if text is not None:
+            try:
+                family = json.loads(text)["model"]["family"]
+            except (ValueError, KeyError, TypeError):  # argparse reports a malformed --hparams
+                family = None
+    return MALLOC_TUNABLES_BY_FAMILY.get(family, MALLOC_TUNABLES)
 
 
 def tune_allocator(command: list[str]) -> None:
     """Re-run `command` (this process's argv, as run by the Python interpreter) in place of this process (same
-    pid, so torchrun and SLURM keep tracking it) with MALLOC_TUNABLES set, when it runs on glibc and
+    pid, so torchrun and SLURM keep tracking it) with malloc_tunables(command) set, when it runs on glibc and
     GLIBC_TUNABLES is unset. The variable is read at process start only."""
     if "GLIBC_TUNABLES" in os.environ or not hasattr(os, "confstr"):
         return
@@ -151,7 +171,7 @@ def tune_allocator(command: list[str]) -> None:
     except (ValueError, OSError):
         return
     if libc.startswith("glibc"):
-        os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+        os.environ["GLIBC_TUNABLES"] = malloc_tunables(command)
         os.execv(sys.executable, [sys.executable, *command])
 
 
