@@ -186,7 +186,9 @@ def paper_hparams(model: str, steps: int, eval_pairs: int, threads: int, batch: 
     train.update(max_steps=steps, max_eval_pairs=eval_pairs, eval_every=10**9, log_every=1)  # a curve row per step
     if batch:
         train.update(batch_size=batch, eval_batch_size=min(batch, train["eval_batch_size"]))
-    return {"model": {k: v for k, v in cfg.items() if k not in ("heads", "label")}, "train": train,
+    from plus.train.hparams import model_hparams
+
+    return {"model": model_hparams(cfg), "train": train,
             "fidelity": {}, "save_every_minutes": 10**6, "allow_cpu": True, "threads": threads}
 
 
@@ -205,8 +207,15 @@ def measured_run(corpus: Path, out: Path, hparams: dict) -> dict:
     with open(out / "curve.csv") as fh:  # elapsed_s of every step (log_every 1), from the training process
         times = [0.0] + [float(r["elapsed_s"]) for r in csv.DictReader(fh) if r["split"] == "train"]
     return {"samples": w.samples, "per_step_rss_mb": per_step, "peak_rss_mb": round(max(s["hwm"] for s in w.samples)),
-            "peak_split": peak, "step_s": np.diff(times).tolist(), "start_anon_mb": bare_process_anon_mb(),
-            "wall_s": w.samples[-1]["t"]}
+            "peak_split": peak, "max_file_mb": max(s["file"] for s in w.samples), "step_s": np.diff(times).tolist(),
+            "start_anon_mb": bare_process_anon_mb(), "wall_s": w.samples[-1]["t"]}
+
+
+def training_tunables(hparams: dict) -> str:
+    """GLIBC_TUNABLES of a training process: this process's, else what `python -m plus.cli` sets itself."""
+    from plus.cli import malloc_tunables
+
+    return os.environ.get("GLIBC_TUNABLES", malloc_tunables(["--hparams", json.dumps(hparams)]))
 
 
 def bare_process_anon_mb() -> float:
@@ -255,8 +264,9 @@ def same_model(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-def loader_rate(corpus_dir: Path, hparams: dict, batches: int) -> float:
-    """Pairs/s that one DataLoader worker delivers: the real PairBatches (sampler, masking, collation)."""
+def loader_rate(corpus_dir: Path, hparams: dict, batches: int) -> tuple[float, float]:
+    """Pairs/s that one DataLoader worker delivers (the real PairBatches: sampler, masking, collation), and
+    the worker's private memory (MB: its own pages, not the corpus page cache or the parent's shared pages)."""
     import torch
 
     from plus.data.pfam_corpus import PfamCorpus
@@ -275,8 +285,13 @@ def loader_rate(corpus_dir: Path, hparams: dict, batches: int) -> float:
     it = iter(loader)
     next(it)  # worker start-up
     start = time.perf_counter()
-    pairs = sum(b["n_pairs"] for b in it)
-    return pairs / (time.perf_counter() - start)
+    pairs, private_kb = 0, 0
+    for k, b in enumerate(it):
+        pairs += b["n_pairs"]
+        if k == batches // 2:  # mid-way, while the worker is busy
+            rollup = Path(f"/proc/{it._workers[0].pid}/smaps_rollup").read_text()
+            private_kb = sum(int(v) for v in re.findall(r"^Private_(?:Clean|Dirty):\s+(\d+)", rollup, re.M))
+    return pairs / (time.perf_counter() - start), private_kb / 1024
 
 
 def param_count(hparams: dict) -> int:
@@ -292,6 +307,7 @@ def preprocess(fasta: Path, outdir: Path) -> dict:
     pf = yaml.safe_load((REPO / "config.yaml").read_text())["pfam"]
     size = int(subprocess.run(f"gzip -dc {fasta} | wc -c", shell=True, check=True, capture_output=True,
                               text=True).stdout)
+    os.sync()  # both timings start with no dirty pages left to write back (the input was just written)
     start = time.perf_counter()
     subprocess.run(["gzip", "-dc", str(fasta)], stdout=subprocess.DEVNULL, check=True)
     gzip_s = time.perf_counter() - start
@@ -301,6 +317,7 @@ def preprocess(fasta: Path, outdir: Path) -> dict:
                "--val-fraction", str(pf["val_fraction"]), "--min-len", str(pf["min_len"]),
                "--min-family-size", str(pf["min_family_size"]), "--n-test-pairs", str(pf["n_test_pairs"]),
                "--n-val-pairs", str(pf["n_val_pairs"])]
+        os.sync()
         start = time.perf_counter()
         child = subprocess.Popen(cmd)
         _, status, usage = os.wait4(child.pid, 0)
@@ -366,7 +383,8 @@ def main() -> None:
                "paper_batch_pairs": paper_hparams(name, steps, args.eval_pairs, args.threads)["train"]["batch_size"],
                "step_s": [round(t, 1) for t in run["step_s"]],
                "train_tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
-               "peak_rss_mb": run["peak_rss_mb"], "per_step_rss_mb": run["per_step_rss_mb"]}
+               "peak_rss_mb": run["peak_rss_mb"], "per_step_rss_mb": run["per_step_rss_mb"],
+               "glibc_tunables": training_tunables(hp)}
         n_params = param_count(hp)
         model_opt_mb = 16 * n_params / 2**20  # fp32 weights, gradients, Adam's two moments
         split = run["peak_split"]
@@ -378,9 +396,11 @@ def main() -> None:
             "process_before_model": round(run["start_anon_mb"]),  # torch + plus imported, no model
         }
         # a GPU job's host memory: everything but activations (they live on the GPU); the model and optimiser
-        # live on the GPU too, but the state save copies them to the host
-        res["gpu_job_host_mb"] = round(split["file"] + (run["start_anon_mb"] or 0) + model_opt_mb)
-        res["loader_pairs_per_s"] = round(loader_rate(corpus, hp, args.loader_batches), 1)
+        # live on the GPU too, but the state save copies them to the host. File mappings at their own maximum
+        # (the final residue count maps the whole corpus), which need not coincide with the peak.
+        res["gpu_job_host_mb"] = round(run["max_file_mb"] + (run["start_anon_mb"] or 0) + model_opt_mb)
+        rate, worker_mb = loader_rate(corpus, hp, args.loader_batches)
+        res["loader_pairs_per_s"], res["loader_worker_private_mb"] = round(rate, 1), round(worker_mb)
         if small is None:  # this corpus is the comparison size
             res["peak_rss_mb_1m"], res["rss_ratio_full_to_1m_same_steps"] = run["peak_rss_mb"], 1.0
         else:
@@ -407,7 +427,7 @@ def main() -> None:
         "families_kept": stats["families_kept"], "mean_train_length": round(mean_len, 1), "generator": desc,
         "preprocess": pre, "models": models,
         "projection": {k: v["projection"] for k, v in models.items()},
-        "threads": args.threads, "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+        "threads": args.threads, "glibc_tunables": {k: v["glibc_tunables"] for k, v in models.items()},
         "wall_s": round(time.monotonic() - start), "load_avg_1min": round(os.getloadavg()[0], 2),
     }), flush=True)
 
