@@ -403,7 +403,7 @@ def pretrain_runtime(wildcards, attempt):
 # a 1.5 margin, plus 1,500 MB for the CUDA context (not measured here, no GPU; about 1.2 GB of host memory in
 # pytorch/pytorch#106511). A model's `pretrain_mem_mb` / `finetune_mem_mb` (config.yaml) replaces them.
 PRETRAIN_MEM_MB = {  # per GPU, times the model's gpus (torchrun runs a process and its workers per GPU)
-    # LARGE, the family's largest: 4,188 host + 710 state + 2 workers x 128 private = 5,154 x 1.5 + 1,500
+    # LARGE, the family's largest: 4,188 host + 710 state + 2 workers x 156 private = 5,210 x 1.5 + 1,500
     # (BASE: 3,512 + 179 + 2 x 124); the 3,027 MB of corpus pages in it are page cache, reclaimable under --mem
     "rnn": 10000,
     # 4,575 host + 1,030 state + 1 worker x 210 private = 5,815 x 1.5 + 1,500
