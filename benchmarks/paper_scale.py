@@ -213,9 +213,9 @@ def measured_run(corpus: Path, out: Path, hparams: dict) -> dict:
 
 def training_tunables(hparams: dict) -> str:
     """GLIBC_TUNABLES of a training process: this process's, else what `python -m plus.cli` sets itself."""
-    from plus.cli import malloc_tunables
+    from plus.cli import family_tunables
 
-    return os.environ.get("GLIBC_TUNABLES", malloc_tunables(["--hparams", json.dumps(hparams)]))
+    return os.environ.get("GLIBC_TUNABLES", family_tunables(hparams["model"]["family"]))
 
 
 def bare_process_anon_mb() -> float:

@@ -13,7 +13,7 @@ Protocol: 1 warm-up step then --steps timed steps for each implementation, the r
                                        [--tuned-allocator]
 
 By default the process runs with the allocator a user gets (no GLIBC_TUNABLES); --tuned-allocator reruns it
-with the setting the `plus` command gives this model's jobs (plus.cli.malloc_tunables).
+with the setting the `plus` command gives this model's jobs (plus.cli.family_tunables).
 """
 
 import argparse
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from plus.cli import malloc_tunables
+from plus.cli import family_tunables, tune_allocator
 from plus.models import PlusRNN, PlusTFM, tfm_pair_input
 from plus.models.plus_rnn import lstm_autocast, run_bilstm
 from plus.train.common import autocast
@@ -178,10 +178,8 @@ def main():
     p.add_argument("--tuned-allocator", action="store_true",
                    help="rerun with the `plus` command's GLIBC_TUNABLES (unless GLIBC_TUNABLES is set)")
     args = p.parse_args()
-    if args.tuned_allocator and "GLIBC_TUNABLES" not in os.environ:  # the `plus` command's for this family
-        family = "tfm" if args.model == "tfm" else "rnn"
-        os.environ["GLIBC_TUNABLES"] = malloc_tunables(["--hparams", json.dumps({"model": {"family": family}})])
-        os.execv(sys.executable, [sys.executable, *sys.argv])
+    if args.tuned_allocator:  # the `plus` command's setting for this model's family
+        tune_allocator(sys.argv, family_tunables("tfm" if args.model == "tfm" else "rnn"))
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)

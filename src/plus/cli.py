@@ -145,6 +145,11 @@ MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=268435456"  # 256 MiB: every comm
 MALLOC_TUNABLES_BY_FAMILY = {"tfm": "glibc.malloc.mmap_threshold=4294967296"}
 
 
+def family_tunables(family: str | None) -> str:
+    """The allocator setting for the jobs of a model family (None: a command without a model)."""
+    return MALLOC_TUNABLES_BY_FAMILY.get(family, MALLOC_TUNABLES)
+
+
 def malloc_tunables(command: list[str]) -> str:
     """The allocator setting for a `plus` command line: by the model family of its --hparams, if any."""
     family = None
@@ -157,13 +162,13 @@ def malloc_tunables(command: list[str]) -> str:
                 family = json.loads(text)["model"]["family"]
             except (ValueError, KeyError, TypeError):  # argparse reports a malformed --hparams
                 family = None
-    return MALLOC_TUNABLES_BY_FAMILY.get(family, MALLOC_TUNABLES)
+    return family_tunables(family)
 
 
-def tune_allocator(command: list[str]) -> None:
+def tune_allocator(command: list[str], tunables: str | None = None) -> None:
     """Re-run `command` (this process's argv, as run by the Python interpreter) in place of this process (same
-    pid, so torchrun and SLURM keep tracking it) with malloc_tunables(command) set, when it runs on glibc and
-    GLIBC_TUNABLES is unset. The variable is read at process start only."""
+    pid, so torchrun and SLURM keep tracking it) with `tunables` (default: malloc_tunables(command)) set, when
+    it runs on glibc and GLIBC_TUNABLES is unset. The variable is read at process start only."""
     if "GLIBC_TUNABLES" in os.environ or not hasattr(os, "confstr"):
         return
     try:
@@ -171,7 +176,7 @@ def tune_allocator(command: list[str]) -> None:
     except (ValueError, OSError):
         return
     if libc.startswith("glibc"):
-        os.environ["GLIBC_TUNABLES"] = malloc_tunables(command)
+        os.environ["GLIBC_TUNABLES"] = tunables or malloc_tunables(command)
         os.execv(sys.executable, [sys.executable, *command])
 
 
