@@ -18,9 +18,10 @@ bounded by the number of families:
 * Pass 1 streams the decompressed text (plus.data.fasta_blocks: ISA-L's inflate, else zlib's, in a
   thread) in 8 MB blocks of complete records; each block is parsed with a few whole-block regex/bytes/numpy
   operations, in `workers` processes once there is more than one block, and merged in input order into
-  per-split temporary stores (train as tokens, val/test as FASTA text), so memory is bounded. Pass 2 reads
-  those stores in bounded chunks, applies the family filter and writes the outputs. Everything is written
-  into a temporary directory renamed into place at the end; nothing partial is left behind.
+  per-split stores (train as tokens, val/test as FASTA text), so memory is bounded. Pass 2 applies the
+  family filter to each store in place, in bounded chunks: kept records move down over dropped ones and the
+  store's payload file becomes the output. Everything is written into a temporary directory renamed into
+  place at the end; nothing partial is left behind.
 
 Outputs: train_tokens.npy (uint8, concatenated), train_offsets.npy (int64, n+1), train_family.npy (int32),
 families.tsv, val.fa, test.fa, val_pairs.tsv, test_pairs.tsv, stats.json.
@@ -29,9 +30,10 @@ families.tsv, val.fa, test.fa, val_pairs.tsv, test_pairs.tsv, stats.json.
 from __future__ import annotations
 
 import collections
-import errno
 import functools
+import gc
 import hashlib
+import io
 import logging
 import multiprocessing
 import os
@@ -58,7 +60,9 @@ _NONSTD = bytes(0 if c in _STANDARD or c == ord(">") else c for c in range(256))
 _ALIEN = bytes(0 if chr(c).upper() in "ARNDCQEGHILKMFPSTWYVXOUBZ>" else 1 for c in range(256))
 _BLOCK = 8 << 20
 _CHUNK = 1 << 20
+_RECORDS_PER_CHUNK = 1 << 18  # pass 2 filters the stores this many records at a time
 _MASK64 = (1 << 64) - 1
+_NPY_HEADER = 128  # bytes of a 1-D .npy header (format 1.0, padded to 64-byte alignment)
 _WARN_LIMIT = 10
 
 
@@ -108,12 +112,14 @@ class _BadToken(Exception):
 
 
 class _Store:
-    """Append-only temporary per-split store: payload bytes plus int arrays, read back in chunks."""
+    """Append-only temporary per-split store, read back in chunks: the payload bytes go where the split's
+    output file will be (after `prefix` reserved bytes), the int arrays into the work directory."""
 
-    def __init__(self, directory: Path, name: str):
-        self.paths = {k: directory / f"{name}.{k}" for k in ("data", "len", "fam", "size")}
+    def __init__(self, data: Path, work: Path, name: str, prefix: int = 0):
+        self.paths = {"data": data, **{k: work / f"{name}.{k}" for k in ("len", "fam", "size")}}
         self.files = {k: open(p, "wb") for k, p in self.paths.items()}
-        self.n = 0
+        self.files["data"].write(bytes(prefix))
+        self.prefix, self.n = prefix, 0
 
     def append(self, data: bytes, lengths: np.ndarray, family: np.ndarray, sizes: np.ndarray) -> None:
         self.files["data"].write(data)
@@ -126,46 +132,43 @@ class _Store:
         for fh in self.files.values():
             fh.close()
 
-    def chunks(self, chunk: int = 1 << 18):
-        """Yield (lengths, family, sizes, offset of the chunk's payload in the data file) for consecutive
-        record chunks."""
-        offset = 0
-        for start in range(0, self.n, chunk):
-            count = min(chunk, self.n - start)
-            lengths = np.fromfile(self.paths["len"], np.int32, count, offset=4 * start)
-            family = np.fromfile(self.paths["fam"], np.int32, count, offset=4 * start)
-            sizes = np.fromfile(self.paths["size"], np.int64, count, offset=8 * start)
-            yield lengths, family, sizes, offset
-            offset += int(sizes.sum())
-
-    def copy_runs(self, out, offset: int, starts: np.ndarray, keep: np.ndarray) -> None:
-        """Append to file `out` the payload of each run of kept records (payload `starts` relative to
-        `offset`), copied inside the kernel where it can (os.copy_file_range: no pass through Python's memory,
-        half the copying of read + write)."""
-        out.flush()
-        with open(self.paths["data"], "rb") as data:
-            for a, b in _runs(keep).tolist():
-                _copy(data.fileno(), out.fileno(), offset + int(starts[a]), int(starts[b] - starts[a]))
+    def filter(self, new_index: np.ndarray):
+        """Keep the records whose family has a new index (>= 0): their payload moves down in place, so the
+        data file becomes the output, truncated after the last kept byte (no second copy of the corpus).
+        Yields (lengths, payload sizes, new family) of the kept records, chunk by chunk."""
+        position, offset, buf = self.prefix, self.prefix, bytearray(_BLOCK)
+        with open(self.paths["data"], "r+b") as fh:
+            for start in range(0, self.n, _RECORDS_PER_CHUNK):
+                count = min(_RECORDS_PER_CHUNK, self.n - start)
+                lengths, family, sizes = (np.fromfile(self.paths[k], dtype, count, offset=dtype().itemsize * start)
+                                          for k, dtype in (("len", np.int32), ("fam", np.int32), ("size", np.int64)))
+                mapped = new_index[family]
+                keep = mapped >= 0
+                starts = offset + np.concatenate(([0], np.cumsum(sizes)))
+                for a, b in _runs(keep).tolist():
+                    position = _move_down(fh.fileno(), int(starts[a]), int(starts[b] - starts[a]), position, buf)
+                offset = int(starts[-1])
+                yield lengths[keep], sizes[keep], mapped[keep]
+            fh.truncate(position)
 
     def remove(self) -> None:
-        for p in self.paths.values():
-            p.unlink(missing_ok=True)
+        for k in ("len", "fam", "size"):
+            self.paths[k].unlink(missing_ok=True)
 
 
-def _copy(src: int, dst: int, offset: int, count: int) -> None:
-    """Append `count` bytes of file descriptor `src` from `offset` to `dst` (at its position)."""
+def _move_down(fd: int, source: int, count: int, position: int, buf: bytearray) -> int:
+    """Move `count` bytes of file `fd` from `source` down to `position` (<= source) in pieces of len(buf), each
+    read before it is written: overlapping ranges are safe. Returns the position after them."""
+    if source == position:
+        return position + count
+    view = memoryview(buf)
     while count > 0:
-        try:
-            done = os.copy_file_range(src, dst, count, offset)
-        except (AttributeError, OSError) as exc:  # not Linux, or a file system without it: through memory
-            if isinstance(exc, OSError) and exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP,
-                                                              errno.EINVAL):
-                raise
-            done = os.write(dst, os.pread(src, min(count, _BLOCK), offset))
-        if done <= 0:
-            raise RuntimeError(f"copying {count} bytes at {offset}: the temporary store ended early")
-        offset += done
-        count -= done
+        got = os.preadv(fd, [view[: min(count, len(buf))]], source)
+        if got <= 0:
+            raise RuntimeError(f"moving {count} bytes at {source}: the temporary store ended early")
+        os.pwrite(fd, view[:got], position)
+        source, position, count = source + got, position + got, count - got
+    return position
 
 
 class _BlockError(Exception):
@@ -256,7 +259,9 @@ class _Pass1:
         cut_val = test_fraction + (1.0 - test_fraction) * val_fraction
         self.config = (seed, test_fraction, cut_val, max(min_len, 1), max_len)
         self.families = _Families()
-        self.stores = {s: _Store(work, s) for s in SPLITS}
+        out = work.parent  # the stores' payload files become the outputs (see _Store.filter)
+        self.stores = {"train": _Store(out / "train_tokens.npy", work, "train", prefix=_NPY_HEADER),
+                       **{s: _Store(out / f"{s}.fa", work, s) for s in ("val", "test")}}
         self.n_records = self.n_residues = self.n_bytes = 0
         self.split_counts = np.zeros(3, np.int64)
         self.dropped = {"empty": 0, "short": 0, "long": 0}
@@ -269,7 +274,10 @@ class _Pass1:
         pool, pending = None, collections.deque()
         if self.workers > 1 and self.path.stat().st_size > _BLOCK // 4:
             # fork (no re-import of __main__) before the reader thread starts: all workers start at once
-            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+            # without the cyclic garbage collector: a block makes ~10^5 tuples and no cycles, and the collector's
+            # passes over them cost ~6 % of the CPU
+            pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=gc.disable)
             pool.submit(int).result()
         try:
             for buf, end in fasta_blocks(self.path, _BLOCK):
@@ -325,10 +333,12 @@ class _Pass1:
             self.stores[name].append(p["data"][name], lengths, fam, p["sizes"][name])
 
 
-def _write_npy_header(fh, dtype, shape) -> None:
+def _npy_header(dtype, shape) -> bytes:
+    fh = io.BytesIO()
     np.lib.format.write_array_header_1_0(
         fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
     )
+    return fh.getvalue()
 
 
 def _runs(keep: np.ndarray) -> np.ndarray:
@@ -338,46 +348,36 @@ def _runs(keep: np.ndarray) -> np.ndarray:
 
 
 def _write_train(store: _Store, new_index: np.ndarray, n_seqs: int, n_tokens: int, outdir: Path) -> None:
-    with (
-        open(outdir / "train_tokens.npy", "wb") as tok,
-        open(outdir / "train_offsets.npy", "wb") as off,
-        open(outdir / "train_family.npy", "wb") as fam,
-    ):
-        _write_npy_header(tok, np.uint8, (n_tokens,))
-        _write_npy_header(off, np.int64, (n_seqs + 1,))
-        _write_npy_header(fam, np.int32, (n_seqs,))
+    """Filter the train store in place into train_tokens.npy; write train_offsets.npy and train_family.npy."""
+    header = _npy_header(np.uint8, (n_tokens,))
+    if len(header) != store.prefix:
+        raise RuntimeError(f"train_tokens.npy header is {len(header)} bytes, not the {store.prefix} reserved")
+    with open(outdir / "train_offsets.npy", "wb") as off, open(outdir / "train_family.npy", "wb") as fam:
+        off.write(_npy_header(np.int64, (n_seqs + 1,)))
+        fam.write(_npy_header(np.int32, (n_seqs,)))
         total = 0
         off.write(np.zeros(1, np.int64).tobytes())
-        for lengths, family, _, offset in store.chunks():
-            mapped = new_index[family]
-            keep = mapped >= 0
-            store.copy_runs(tok, offset, np.concatenate(([0], np.cumsum(lengths, dtype=np.int64))), keep)
-            kept = lengths[keep].astype(np.int64)
-            off.write((total + np.cumsum(kept)).tobytes())
-            total += int(kept.sum())
-            fam.write(mapped[keep].astype(np.int32).tobytes())
+        for lengths, _, family in store.filter(new_index):
+            off.write((total + np.cumsum(lengths, dtype=np.int64)).tobytes())
+            total += int(lengths.sum(dtype=np.int64))
+            fam.write(family.astype(np.int32).tobytes())
     if total != n_tokens:
         raise RuntimeError(f"train token count {total} != expected {n_tokens}")
+    with open(store.paths["data"], "r+b") as tok:
+        tok.write(header)
 
 
-def _write_fasta(store: _Store, new_index: np.ndarray, outdir: Path, name: str, work: Path) -> int:
-    """Write the kept records of a held-out split; keep their offsets and families for pair sampling."""
+def _write_fasta(store: _Store, new_index: np.ndarray, work: Path, name: str) -> int:
+    """Filter a held-out split's store in place into its FASTA; keep the records' offsets and families for
+    pair sampling."""
     n = 0
-    with (
-        open(outdir / f"{name}.fa", "wb") as out,
-        open(work / f"{name}.koff", "wb") as koff,
-        open(work / f"{name}.kfam", "wb") as kfam,
-    ):
+    with open(work / f"{name}.koff", "wb") as koff, open(work / f"{name}.kfam", "wb") as kfam:
         position = 0
-        for _, family, sizes, offset in store.chunks():
-            mapped = new_index[family]
-            keep = mapped >= 0
-            store.copy_runs(out, offset, np.concatenate(([0], np.cumsum(sizes))), keep)
-            kept = sizes[keep]
-            koff.write((position + np.concatenate(([0], np.cumsum(kept)[:-1]))).astype(np.int64).tobytes())
-            position += int(kept.sum())
-            kfam.write(mapped[keep].astype(np.int32).tobytes())
-            n += int(keep.sum())
+        for _, sizes, family in store.filter(new_index):
+            koff.write((position + np.cumsum(sizes) - sizes).astype(np.int64).tobytes())
+            position += int(sizes.sum())
+            kfam.write(family.astype(np.int32).tobytes())
+            n += len(family)
     return n
 
 
@@ -552,7 +552,7 @@ def _finish(p1: _Pass1, tmp: Path, work: Path, params: dict) -> dict:
     hash_outputs("train_tokens.npy", "train_offsets.npy", "train_family.npy")
     n_held = {}
     for split in ("val", "test"):
-        n_held[split] = _write_fasta(p1.stores[split], new_index, tmp, split, work)
+        n_held[split] = _write_fasta(p1.stores[split], new_index, work, split)
         hash_outputs(f"{split}.fa")
     for store in p1.stores.values():
         store.remove()
