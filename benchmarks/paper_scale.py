@@ -45,7 +45,7 @@ PAPER_TRAIN, PAPER_FAMILIES = 14_670_860, 3_150
 TRAIN_SHARE = 0.8 * (1 - 0.002)  # test 20 %, then validation 0.2 % of the training split
 MIN_KEPT, SMALL_FAMILIES = 1_350, 1_000
 FULL_RECORDS = round(PAPER_TRAIN / TRAIN_SHARE) + SMALL_FAMILIES * 510  # ~510 records per small family
-MODELS = {"base": "plus-rnn_base", "large": "plus-rnn_large", "tfm": "plus-tfm"}
+MODELS = {"base": "plus-rnn_base", "large": "plus-rnn_large", "tfm": "plus-tfm", "pelmo": "p-elmo"}
 
 
 # ------------------------------------------------------------------ synthetic Pfam-A.fasta.gz
@@ -183,7 +183,8 @@ def paper_hparams(model: str, steps: int, eval_pairs: int, threads: int, batch: 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg = config["models"][MODELS[model]]
     train = dict(config["pretrain"][cfg["family"]])
-    train.update(max_steps=steps, max_eval_pairs=eval_pairs, eval_every=10**9, log_every=1)  # a curve row per step
+    eval_key = "max_eval_seqs" if cfg["family"] == "pelmo" else "max_eval_pairs"  # P-ELMo's LM: held-out sequences
+    train.update({"max_steps": steps, eval_key: eval_pairs, "eval_every": 10**9, "log_every": 1})  # a row per step
     if batch:
         train.update(batch_size=batch, eval_batch_size=min(batch, train["eval_batch_size"]))
     from plus.train.hparams import model_hparams
@@ -265,46 +266,56 @@ def same_model(a: Path, b: Path) -> bool:
 
 
 def loader_rate(corpus_dir: Path, hparams: dict, batches: int) -> tuple[float, float]:
-    """Pairs/s that one DataLoader worker delivers (the real PairBatches: sampler, masking, collation), and
-    the worker's private memory (MB: its own pages, not the corpus page cache or the parent's shared pages)."""
+    """Items/s that one DataLoader worker delivers (the real batches: PLUS's PairBatches with sampler, masking
+    and collation, in pairs; P-ELMo's SequenceBatches, in sequences), and the worker's private memory (MB: its
+    own pages, not the corpus page cache or the parent's shared pages)."""
     import torch
 
     from plus.data.pfam_corpus import PfamCorpus
     from plus.train.hparams import pretrain_settings
     from plus.train.masking import FamilyIndex
-    from plus.train.pretrain_batches import PairBatches
+    from plus.train.pretrain_batches import PairBatches, SequenceBatches
 
     corpus = PfamCorpus(corpus_dir)
-    index = FamilyIndex(np.asarray(corpus.family))
     family = hparams["model"]["family"]
-    max_len = hparams["model"].get("max_len") if family == "tfm" else None
+    train = pretrain_settings(hparams).train
     anchors = np.random.default_rng([0, 0]).permutation(len(corpus))
-    data = PairBatches(corpus, index, family, pretrain_settings(hparams).train, {}, 0, 0, anchors, max_len)
+    if family == "pelmo":
+        data = SequenceBatches(corpus, train.batch_size, anchors)
+    else:
+        max_len = hparams["model"].get("max_len") if family == "tfm" else None
+        data = PairBatches(corpus, FamilyIndex(np.asarray(corpus.family)), family, train, {}, 0, 0, anchors, max_len)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(batches + 1)), batch_size=None,
                                          num_workers=1)
     it = iter(loader)
     next(it)  # worker start-up
     start = time.perf_counter()
-    pairs, private_kb = 0, 0
+    items, private_kb = 0, 0
     for k, b in enumerate(it):
-        pairs += b["n_pairs"]
+        items += b["n_pairs"] if "n_pairs" in b else len(b["lengths"])
         if k == batches // 2:  # mid-way, while the worker is busy
             rollup = Path(f"/proc/{it._workers[0].pid}/smaps_rollup").read_text()
             private_kb = sum(int(v) for v in re.findall(r"^Private_(?:Clean|Dirty):\s+(\d+)", rollup, re.M))
-    return pairs / (time.perf_counter() - start), private_kb / 1024
+    return items / (time.perf_counter() - start), private_kb / 1024
 
 
 def param_count(hparams: dict) -> int:
-    from plus.train.common import build_encoder
+    """All parameters of the network pre-training trains (P-ELMo: its language model)."""
+    from plus.train.common import build_encoder, build_lm
 
-    return sum(p.numel() for p in build_encoder(hparams["model"], {}).parameters())
+    model = hparams["model"]
+    net = build_lm(model) if model["family"] == "pelmo" else build_encoder(model, {})
+    return sum(p.numel() for p in net.parameters())
 
 
 # ------------------------------------------------------------------ the rehearsal
-def preprocess(fasta: Path, outdir: Path) -> dict:
+def preprocess(fasta: Path, outdir: Path, filters: bool = True) -> dict:
+    """`plus pfam preprocess` with config.yaml's settings (`filters` False: P-ELMo's variant, no length or
+    family filter, as rules/common.smk), timed against `gzip -dc`; cached in outdir/bench.json."""
     import yaml
 
     pf = yaml.safe_load((REPO / "config.yaml").read_text())["pfam"]
+    min_len, min_family_size = (pf["min_len"], pf["min_family_size"]) if filters else (1, 1)
     size = int(subprocess.run(f"gzip -dc {fasta} | wc -c", shell=True, check=True, capture_output=True,
                               text=True).stdout)
     os.sync()  # both timings start with no dirty pages left to write back (the input was just written)
@@ -314,8 +325,8 @@ def preprocess(fasta: Path, outdir: Path) -> dict:
     if not (outdir / "stats.json").exists():
         cmd = [sys.executable, "-m", "plus.cli", "pfam", "preprocess", "--input", str(fasta), "--outdir", str(outdir),
                "--seed", str(pf["split_seed"]), "--test-fraction", str(pf["test_fraction"]),
-               "--val-fraction", str(pf["val_fraction"]), "--min-len", str(pf["min_len"]),
-               "--min-family-size", str(pf["min_family_size"]), "--n-test-pairs", str(pf["n_test_pairs"]),
+               "--val-fraction", str(pf["val_fraction"]), "--min-len", str(min_len),
+               "--min-family-size", str(min_family_size), "--n-test-pairs", str(pf["n_test_pairs"]),
                "--n-val-pairs", str(pf["n_val_pairs"])]
         os.sync()
         start = time.perf_counter()
@@ -332,7 +343,7 @@ def preprocess(fasta: Path, outdir: Path) -> dict:
             "input_mb": round(size / 1e6), "wall_s": round(bench["seconds"])}
 
 
-def corpus_for(workdir: Path, records: int) -> tuple[Path, dict, dict]:
+def corpus_for(workdir: Path, records: int, filters: bool = True) -> tuple[Path, dict, dict]:
     fasta = workdir / f"Pfam-A.synthetic{records}.fasta.gz"
     desc_file = workdir / f"Pfam-A.synthetic{records}.json"
     if not fasta.exists():
@@ -340,19 +351,21 @@ def corpus_for(workdir: Path, records: int) -> tuple[Path, dict, dict]:
         desc = generate(fasta, records)
         desc["generate_s"] = round(time.perf_counter() - start)
         desc_file.write_text(json.dumps(desc))
-    outdir = workdir / f"corpus{records}"
-    pre = preprocess(fasta, outdir)
+    outdir = workdir / (f"corpus{records}" if filters else f"corpus{records}_unfiltered")
+    pre = preprocess(fasta, outdir, filters)
     return outdir, pre, json.loads(desc_file.read_text())
 
 
 def main() -> None:
+    import yaml
+
     from plus.resources import gpu_pretrain_projection
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=int, default=FULL_RECORDS, help=f"default {FULL_RECORDS:,} (see above)")
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per model")
     p.add_argument("--steps-per-model", default="", help="overrides, e.g. base=10,large=3")
-    p.add_argument("--models", default="base,large,tfm")
+    p.add_argument("--models", default="base,large,tfm,pelmo")
     p.add_argument("--batch-per-model", default="",
                    help="pairs per batch replacing the paper's (when it does not fit in memory), e.g. large=32")
     p.add_argument("--workdir", type=Path, default=Path("results/paper_scale"))
@@ -366,20 +379,39 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     overrides = {k: int(v) for k, v in (kv.split("=") for kv in args.steps_per_model.split(",") if kv)}
     batches = {k: int(v) for k, v in (kv.split("=") for kv in args.batch_per_model.split(",") if kv)}
-    corpus, pre, desc = corpus_for(args.workdir, args.records)
+    corpora = {}  # filters -> (full-size corpus, its preprocessing figures, the comparison corpus)
+
+    def corpora_for(filters: bool):
+        if filters not in corpora:
+            corpus, pre, desc = corpus_for(args.workdir, args.records, filters)
+            small = None if args.compare_records == args.records else \
+                corpus_for(args.workdir, args.compare_records, filters)[0]
+            corpora[filters] = corpus, pre, desc, small
+        return corpora[filters]
+
+    corpus, pre, desc, _ = corpora_for(True)
     stats = json.loads((corpus / "stats.json").read_text())
-    small = None
-    if args.compare_records != args.records:
-        small = corpus_for(args.workdir, args.compare_records)[0]
     mean_len = stats["after_family_filter"]["train_tokens"] / stats["after_family_filter"]["train"]
-    models = {}
+    variants = yaml.safe_load((REPO / "config.yaml").read_text())["pfam"]["variants"]
+    models, extra = {}, {}
     for name in args.models.split(","):
         steps = overrides.get(name, args.steps)
         hp = paper_hparams(name, steps, args.eval_pairs, args.threads, batches.get(name))
+        family = hp["model"]["family"]
+        # TFM trains on the rnn variant (see the module docstring); P-ELMo on its unfiltered variant
+        filters = variants[hp["model"]["corpus"]].get("filters", True)
+        corpus, _, _, small = corpora_for(filters)
+        if not filters:
+            extra["preprocess_unfiltered"] = corpora[filters][1]
+        model_stats = json.loads((corpus / "stats.json").read_text())["after_family_filter"]
+        model_len = model_stats["train_tokens"] / model_stats["train"]
+        unit = "sequence" if family == "pelmo" else "pair"  # what a batch holds
         run = measured_run(corpus, args.workdir / f"run_{name}", hp)
         pairs = hp["train"]["batch_size"]
-        tokens_per_s = 2 * pairs * mean_len / np.mean(run["step_s"]) if run["step_s"] else None
-        res = {"steps": steps, "batch_pairs": pairs,
+        tokens_per_s = (1 if family == "pelmo" else 2) * pairs * model_len / np.mean(run["step_s"]) \
+            if run["step_s"] else None
+        res = {"steps": steps, "batch_pairs": pairs, "batch_unit": unit,
+               "train_sequences": model_stats["train"], "mean_train_length": round(model_len, 1),
                "paper_batch_pairs": paper_hparams(name, steps, args.eval_pairs, args.threads)["train"]["batch_size"],
                "step_s": [round(t, 1) for t in run["step_s"]],
                "train_tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
@@ -400,7 +432,7 @@ def main() -> None:
         # (the final residue count maps the whole corpus), which need not coincide with the peak.
         res["gpu_job_host_mb"] = round(run["max_file_mb"] + (run["start_anon_mb"] or 0) + model_opt_mb)
         rate, worker_mb = loader_rate(corpus, hp, args.loader_batches)
-        res["loader_pairs_per_s"], res["loader_worker_private_mb"] = round(rate, 1), round(worker_mb)
+        res[f"loader_{unit}s_per_s"], res["loader_worker_private_mb"] = round(rate, 1), round(worker_mb)
         if small is None:  # this corpus is the comparison size
             res["peak_rss_mb_1m"], res["rss_ratio_full_to_1m_same_steps"] = run["peak_rss_mb"], 1.0
         else:
@@ -415,9 +447,9 @@ def main() -> None:
             res.update(state_mb=round(state_mb), save_s=round(save_s, 2),
                        resumed_identical=same_model(args.workdir / f"run_{name}/model.pt",
                                                     args.workdir / f"resume_{name}/model.pt"))
-        proj = gpu_pretrain_projection(hp["model"], n_params, stats["after_family_filter"]["train_tokens"],
-                                       hp["train"]["epochs"], pairs, mean_len)
-        proj["loader_workers_needed"] = int(np.ceil(proj["pairs_per_s"] / res["loader_pairs_per_s"]))
+        proj = gpu_pretrain_projection(hp["model"], n_params, model_stats["train_tokens"], hp["train"]["epochs"],
+                                       pairs, model_len)
+        proj["loader_workers_needed"] = int(np.ceil(proj[f"{unit}s_per_s"] / res[f"loader_{unit}s_per_s"]))
         res["projection"] = proj
         res["params"] = n_params
         models[name] = res
@@ -425,7 +457,7 @@ def main() -> None:
     print(json.dumps({
         "records": args.records, "train_sequences": stats["after_family_filter"]["train"],
         "families_kept": stats["families_kept"], "mean_train_length": round(mean_len, 1), "generator": desc,
-        "preprocess": pre, "models": models,
+        "preprocess": pre, **extra, "models": models,
         "projection": {k: v["projection"] for k, v in models.items()},
         "threads": args.threads, "glibc_tunables": {k: v["glibc_tunables"] for k, v in models.items()},
         "wall_s": round(time.monotonic() - start), "load_avg_1min": round(os.getloadavg()[0], 2),

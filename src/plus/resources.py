@@ -44,14 +44,17 @@ def gpu_hours(tokens: float, flops: float, precision: str = "fp32", gpu: str = R
 
 def gpu_pretrain_projection(model_cfg: dict, params: int, train_tokens: int, epochs: int, batch_pairs: int,
                             mean_len: float, precision: str = "fp32") -> dict:
-    """A pre-training job on the reference GPU: tokens (two sequences per pair, every training sequence an
-    anchor once per epoch), GPU-hours, and the pairs/s the GPU consumes (what the DataLoader must deliver)."""
-    context = 2 * mean_len if model_cfg["family"] == "tfm" else mean_len
+    """A pre-training job on the reference GPU: tokens (every training sequence an anchor once per epoch, two
+    sequences per pair; P-ELMo's LM: single sequences), GPU-hours, and the pairs/s (P-ELMo: sequences/s) the
+    GPU consumes, i.e. what the DataLoader must deliver."""
+    family = model_cfg["family"]
+    context = 2 * mean_len if family == "tfm" else mean_len
+    per_item, unit = (1, "sequences") if family == "pelmo" else (2, "pairs")
     flops = flops_per_token(model_cfg, params, context)
-    tokens = 2.0 * train_tokens * epochs
+    tokens = per_item * float(train_tokens) * epochs
     hours = gpu_hours(tokens, flops, precision)
     tokens_per_s = tokens / (hours * 3600)
     return {"gpu": REFERENCE_GPU, "peak": PRECISION_PEAK[precision], "efficiency": GPU_EFFICIENCY,
             "flops_per_token": round(flops), "tokens": round(tokens), "gpu_hours": round(hours, 1),
-            "tokens_per_s": round(tokens_per_s), "pairs_per_s": round(tokens_per_s / (2 * mean_len), 1),
+            "tokens_per_s": round(tokens_per_s), f"{unit}_per_s": round(tokens_per_s / (per_item * mean_len), 1),
             "batch_pairs": batch_pairs}
