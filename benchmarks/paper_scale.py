@@ -1,8 +1,8 @@
 """Paper-scale rehearsal on one machine: a synthetic Pfam 27.0-sized Pfam-A.fasta.gz through the real
-`plus pfam preprocess`, then the real `plus pretrain` (BASE, LARGE, TFM at the paper's sizes and batch sizes)
-for a few optimizer steps on the full-size shards. Prints one JSON line.
+`plus pfam preprocess`, then the real `plus pretrain` (BASE, LARGE, TFM and P-ELMo's LM at the paper's sizes and
+batch sizes) for a few optimizer steps on the full-size shards. Prints one JSON line.
 
-    python benchmarks/paper_scale.py [--records N] [--steps S] [--models base,large,tfm] [--workdir DIR]
+    python benchmarks/paper_scale.py [--records N] [--steps S] [--models base,large,tfm,pelmo] [--workdir DIR]
                                      [--eval-pairs P] [--steps-per-model base=10,large=3]
 
 How N is chosen (the default): the paper keeps 14,670,860 training sequences from 3,150 families after its
@@ -20,7 +20,9 @@ tokens/s), a save -> SIGKILL -> resume run compared tensor by tensor with the un
 DataLoader's pairs/s with one worker (real PairBatches: sampler, masking, collation), and the same steps on a
 1 M-record corpus (RSS at two sizes). Evaluation uses --eval-pairs of the test pairs. TFM trains on the rnn
 variant of the corpus with its own 512-token pair truncation (the workflow's tfm variant keeps <= 256
-residues; preprocessing a second full-size variant would double the rehearsal's preprocessing time).
+residues; preprocessing a second full-size variant would double the rehearsal's preprocessing time). P-ELMo's LM
+trains on its own variant, as the workflow's: no length or family filter (preprocessed once more, only when
+pelmo is among --models); its batches hold single sequences, so its loader rate is in sequences/s.
 """
 
 from __future__ import annotations
@@ -265,10 +267,24 @@ def same_model(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-def loader_rate(corpus_dir: Path, hparams: dict, batches: int) -> tuple[float, float]:
+def worker_private_mb(pid: int) -> tuple[float, float]:
+    """(private anonymous MB, private file-backed MB) of a process: pages only it maps. The file-backed ones of
+    a loader worker are corpus pages it alone touched: page cache, which the kernel can drop."""
+    anon = file = 0
+    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", Path(f"/proc/{pid}/smaps").read_text()):
+        private = sum(int(v) for v in re.findall(r"^Private_(?:Clean|Dirty):\s+(\d+)", block, re.M))
+        fields = block.split("\n", 1)[0].split()
+        if len(fields) > 5 and fields[5].startswith("/"):
+            file += private
+        else:
+            anon += private
+    return anon / 1024, file / 1024
+
+
+def loader_rate(corpus_dir: Path, hparams: dict, batches: int) -> tuple[float, float, float]:
     """Items/s that one DataLoader worker delivers (the real batches: PLUS's PairBatches with sampler, masking
-    and collation, in pairs; P-ELMo's SequenceBatches, in sequences), and the worker's private memory (MB: its
-    own pages, not the corpus page cache or the parent's shared pages)."""
+    and collation, in pairs; P-ELMo's SequenceBatches, in sequences), and the worker's private anonymous and
+    private file-backed memory in MB (see worker_private_mb)."""
     import torch
 
     from plus.data.pfam_corpus import PfamCorpus
@@ -290,13 +306,12 @@ def loader_rate(corpus_dir: Path, hparams: dict, batches: int) -> tuple[float, f
     it = iter(loader)
     next(it)  # worker start-up
     start = time.perf_counter()
-    items, private_kb = 0, 0
+    items, private = 0, (0.0, 0.0)
     for k, b in enumerate(it):
         items += b["n_pairs"] if "n_pairs" in b else len(b["lengths"])
         if k == batches // 2:  # mid-way, while the worker is busy
-            rollup = Path(f"/proc/{it._workers[0].pid}/smaps_rollup").read_text()
-            private_kb = sum(int(v) for v in re.findall(r"^Private_(?:Clean|Dirty):\s+(\d+)", rollup, re.M))
-    return items / (time.perf_counter() - start), private_kb / 1024
+            private = worker_private_mb(it._workers[0].pid)
+    return items / (time.perf_counter() - start), *private
 
 
 def param_count(hparams: dict) -> int:
@@ -431,8 +446,9 @@ def main() -> None:
         # live on the GPU too, but the state save copies them to the host. File mappings at their own maximum
         # (the final residue count maps the whole corpus), which need not coincide with the peak.
         res["gpu_job_host_mb"] = round(run["max_file_mb"] + (run["start_anon_mb"] or 0) + model_opt_mb)
-        rate, worker_mb = loader_rate(corpus, hp, args.loader_batches)
+        rate, worker_mb, worker_pages_mb = loader_rate(corpus, hp, args.loader_batches)
         res[f"loader_{unit}s_per_s"], res["loader_worker_private_mb"] = round(rate, 1), round(worker_mb)
+        res["loader_worker_corpus_pages_mb"] = round(worker_pages_mb)
         if small is None:  # this corpus is the comparison size
             res["peak_rss_mb_1m"], res["rss_ratio_full_to_1m_same_steps"] = run["peak_rss_mb"], 1.0
         else:

@@ -398,7 +398,8 @@ def pretrain_runtime(wildcards, attempt):
 
 # Host memory (MB) of one GPU job per model family, from measurement (README "Paper scale"): the rehearsal's
 # GPU-job host memory (benchmarks/paper_scale.py, full-size corpus: corpus pages + libraries + process + model
-# and Adam), the state copy a save makes, the DataLoader workers' private memory, the task data at release size
+# and Adam), the state copy a save makes, the DataLoader workers' private memory (of it, 10-18 MB anonymous; the
+# rest is corpus pages only that worker touched: page cache, reclaimable), the task data at release size
 # (benchmarks/task_memory.py: at most 146 MB, homology's 200,000 test pairs, so task size changes little), times
 # a 1.5 margin, plus 1,500 MB for the CUDA context (not measured here, no GPU; about 1.2 GB of host memory in
 # pytorch/pytorch#106511). A model's `pretrain_mem_mb` / `finetune_mem_mb` (config.yaml) replaces them.
@@ -408,9 +409,9 @@ PRETRAIN_MEM_MB = {  # per GPU, times the model's gpus (torchrun runs a process 
     "rnn": 10000,
     # 4,575 host + 1,030 state + 1 worker x 210 private = 5,815 x 1.5 + 1,500
     "tfm": 11000,
-    # not rehearsed: BASE's measured split (libraries 137, process 145, 2 workers) with P-ELMo's LM, 12.7 M
-    # parameters (16 B each: 203 MB; state 152 MB), and its unfiltered corpus (the training split of all
-    # records, 1.05x the filtered one's pages: 3,150 MB) = 4,043 x 1.5 + 1,500
+    # rehearsed on its unfiltered corpus (15.1 M sequences): 3,517 host (corpus pages 3,178 + libraries and
+    # process 145 + LM and Adam 194) + 153 state + 2 workers x 14 anonymous = 3,698 x 1.5 + 1,500 (each worker's
+    # 844 MB of corpus pages are page cache)
     "pelmo": 8000,
 }
 FINETUNE_MEM_MB = {  # fine-tuning, evaluation and embedding: no corpus, no DataLoader workers
