@@ -23,7 +23,7 @@ from plus.data.tasks import (
     read_split,
     scop_level,
 )
-from plus.io import InputError, read_3line, read_fasta
+from plus.io import InputError, read_3line, read_fasta, umask
 
 ROOT = Path(__file__).resolve().parents[1]
 EMB = ROOT / "data" / "embedded"
@@ -369,6 +369,12 @@ def test_canonical_records(tmp_path):
     m = C.convert_task("homology", "canonical", CANONICAL_RAW["homology"], tmp_path / "h", 0)
     assert m["contact_maps"]["2.06"] == {"dir": "cmap_2.06", "pngs": 1}
     assert (tmp_path / "h/cmap_2.06/dl/d1dlya_.png").read_bytes().startswith(b"\x89PNG")
+    made = tmp_path / "made"
+    made.mkdir()
+    assert (tmp_path / "h/cmap_2.06").stat().st_mode == made.stat().st_mode  # built in a tempdir, umask's mode
+    for path in (tmp_path / "h").iterdir():  # manifest.json and the split files too (atomic writes)
+        if path.is_file():
+            assert path.stat().st_mode & 0o777 == 0o666 & ~umask(), path.name
     pairs = read_split(tmp_path / "h", "test_2.07_pairs.tsv")
     raw_pairs = _scope_member("2.07-new.allpairs.txt").splitlines()
     assert raw_pairs[0].split("\t") == ["pdb_id_A", "pdb_id_B", "sequence_A", "sequence_B", "scop_A", "scop_B",

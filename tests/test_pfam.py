@@ -13,7 +13,7 @@ from plus.alphabet import decode, encode
 from plus.data.pfam import parse_header, preprocess
 from plus.data.pfam_corpus import PfamCorpus, read_pairs
 from plus.data.pfam_demo import build_demo_corpus, read_stockholm
-from plus.io import InputError, read_fasta
+from plus.io import InputError, read_fasta, umask
 
 PFAM = Path(__file__).resolve().parents[1] / "data" / "embedded" / "pfam"
 SEEDS = sorted(PFAM.glob("pyhmmer-0.12.3/*.sto")) + sorted(PFAM.glob("biopython-1.88/*.seed.txt")) + [
@@ -157,6 +157,12 @@ def test_real_seed_corpus_filters_and_counts(seed_out):
         fams = _families_of(out / f"{split}.fa")
         assert set(fams.values()) <= kept and min(map(len, fams)) >= 20
     assert stats["after_family_filter"]["test"] == len(list(read_fasta(out / "test.fa")))
+
+
+def test_outputs_have_the_umask_mode(seed_out):
+    out, _ = seed_out
+    assert {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()} == \
+        {path.name: 0o666 & ~umask() for path in out.iterdir()}
 
 
 def test_corpus_round_trip(seed_out, seed_corpus):

@@ -19,12 +19,12 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from plus import __version__
+from plus.io import atomic_write
 
 LOCK = Path(__file__).with_name("lock.txt")
 PROJECT = "plus-workflow"  # installed editable from the checkout: never pinned, its version is the lock's header
@@ -345,10 +345,8 @@ def sync_conda(text: str, lock: Lock) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_write(path, encoding="utf-8") as fh:
         fh.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

@@ -91,6 +91,26 @@ def read_3line(path: str | os.PathLike) -> Iterator[tuple[int, str, str, str]]:
         yield record, head[1:].strip(), seq.strip(), lab.strip()
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (Linux /proc; elsewhere set and restored)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_created(path: str | os.PathLike) -> None:
+    """Give a file or directory made by tempfile (mode 0600/0700) the mode open()/mkdir() would have given it
+    under the umask, so results on a shared disk stay readable by the group like every other output."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask())
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs):
     """Write to a temporary file beside `path` and rename it into place only on success."""
@@ -98,6 +118,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    as_created(tmp)
     try:
         if mode.startswith("wb") and path.suffix == ".gz":
             fh = gzip.GzipFile(tmp, "wb", mtime=0)
@@ -128,6 +149,7 @@ class _AtomicPath:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + self.path.suffix,
                                    dir=self.path.parent)
         os.close(fd)
+        as_created(tmp)
         self.tmp = Path(tmp)
         return self.tmp
 

@@ -14,7 +14,7 @@ import numpy as np
 from plus.data.converters.archives import extract, tar_members
 from plus.data.converters.common import Converted, TaskData, require, seeded_split, subsample, take
 from plus.data.tasks import domain_lines, pair_lines, read_domains, read_pairs, write_task
-from plus.io import InputError
+from plus.io import InputError, as_created
 
 LEVEL_NAMES = ["different class", "same class", "same fold", "same superfamily", "same family"]
 
@@ -136,6 +136,7 @@ def extract_contact_maps(archive, outdir: Path) -> dict[str, int]:
             chosen = [m for m in members if f"pdbstyle-{version}/" in m.name]
             dest = Path(outdir) / f"cmap_{version}"
             tmp = Path(tempfile.mkdtemp(prefix=f".cmap_{version}.", dir=outdir))
+            as_created(tmp)
             try:
                 for m in chosen:
                     sub = Path(m.name.split(f"pdbstyle-{version}/", 1)[1])
