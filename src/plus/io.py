@@ -111,14 +111,20 @@ def as_created(path: str | os.PathLike) -> None:
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask())
 
 
+def _temp_beside(path: Path, suffix: str) -> Path:
+    """An empty hidden file in `path`'s directory (created if missing), with the mode open() would give."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    as_created(tmp)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs):
     """Write to a temporary file beside `path` and rename it into place only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    as_created(tmp)
+    tmp = _temp_beside(path, ".tmp")
     try:
         if mode.startswith("wb") and path.suffix == ".gz":
             fh = gzip.GzipFile(tmp, "wb", mtime=0)
@@ -145,12 +151,7 @@ class _AtomicPath:
         self.path = path
 
     def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + self.path.suffix,
-                                   dir=self.path.parent)
-        os.close(fd)
-        as_created(tmp)
-        self.tmp = Path(tmp)
+        self.tmp = _temp_beside(self.path, ".tmp" + self.path.suffix)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
